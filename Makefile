@@ -1,0 +1,32 @@
+# The README's two commands. Both create .venv and install what they need.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,dev]'
+	touch $(STAMP)
+
+## run: the server on its embedded defaults (SQLite file, .eml outbox, no AWS account)
+run: $(STAMP)
+	EMAIL_BACKEND=$${EMAIL_BACKEND:-outbox} $(BIN)/python supervisor.py
+
+## test: the whole suite
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,278 @@
+"""The one typed, frozen settings object, read once from the environment.
+
+Only the supervisor calls `load()`; every stage receives the result at spawn and
+never reads `os.environ` itself (aiobotocore still reads the standard AWS
+variables, which we deliberately do not re-implement).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Literal, TypeVar
+from urllib.parse import urlsplit
+
+EmailBackend = Literal["ses", "outbox"]
+LOG_LEVELS: Final = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+# The standard AWS chain finds credentials in any of these; `auto` treats them as "an account".
+AWS_CREDENTIAL_HINTS: Final = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_PROFILE",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+)
+SES_STARTING_RATE_PER_S: Final = 14.0
+
+
+class ConfigError(Exception):
+    """Every problem found in the environment, one `NAME: problem` per entry."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class RestartPolicy:
+    """How the supervisor brings dead stages back (see STYLE.md, "The supervisor")."""
+
+    min_delay_s: float = 0.5
+    max_delay_s: float = 30.0
+    healthy_after_s: float = 60.0
+    max_restarts: int = 5
+    window_s: float = 120.0
+    boot_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class SesSettings:
+    """Where and how mail leaves: SES v2, or the local outbox folder."""
+
+    backend: EmailBackend = "outbox"
+    backend_reason: str = "default"
+    region: str | None = None
+    from_email: str | None = None
+    configuration_set: str | None = None
+    outbox_dir: Path = Path("outbox")
+    # None: use SES's own MaxSendRate (or SES's starting rate for the outbox).
+    max_send_per_s: float | None = None
+    # The cap on concurrent SES calls; the sender derives its own limit from the rate below it.
+    max_in_flight: int = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the product can be told, validated; secrets never appear in repr."""
+
+    server_url: str = "http://localhost:3000"
+    server_host: str = "0.0.0.0"
+    server_port: int = 3000
+    database_path: Path = Path("sqlite3.db")
+    jwt_secret: str | None = field(default=None, repr=False)
+    sentry_dsn: str | None = field(default=None, repr=False)
+    log_level: str = "INFO"
+    max_emails_per_request: int = 10_000
+    max_request_bytes: int = 20 * 1024 * 1024
+    # The zone of `scheduled_at` values written without an offset (IANA name).
+    timezone: str = "UTC"
+    schedule_horizon_days: int = 366
+    shutdown_timeout_s: float = 4.5
+    ses: SesSettings = field(default_factory=SesSettings)
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
+
+    @property
+    def server_url_is_local(self) -> bool:
+        """True when recipients' mail clients could not reach SERVER_URL (the pixel)."""
+        host = urlsplit(self.server_url).hostname or ""
+        return host in ("localhost", "::1") or host.startswith("127.")
+
+
+T = TypeVar("T")
+
+
+class _Reader:
+    """Collects problems instead of stopping at the first one."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+        self.problems: list[str] = []
+
+    def raw(self, name: str) -> str | None:
+        value = self.environ.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def parse(self, name: str, default: T, convert: Callable[[str], T], what: str) -> T:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            return convert(value)
+        except ValueError:
+            self.problems.append(f"{name}: {value!r} is not {what}")
+            return default
+
+    def number(self, name: str, default: float, *, minimum: float, strict: bool = True) -> float:
+        value = self.parse(name, default, float, "a number")
+        low_ok = value > minimum if strict else value >= minimum
+        if not math.isfinite(value) or not low_ok:
+            self.problems.append(f"{name}: must be {'>' if strict else '>='} {minimum:g}, got {value:g}")
+            return default
+        return value
+
+    def integer(self, name: str, default: int, *, low: int, high: int) -> int:
+        value = self.parse(name, default, int, "a whole number")
+        if not low <= value <= high:
+            self.problems.append(f"{name}: must be between {low} and {high}, got {value}")
+            return default
+        return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self.raw(name)
+        if value is None:
+            return default
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        self.problems.append(f"{name}: {value!r} is not true or false")
+        return default
+
+
+def parse_database_url(url: str) -> Path:
+    """`sqlite://relative.db` or `sqlite:///abs/path.db` to a path; anything else is refused."""
+    if not url.startswith("sqlite://"):
+        raise ValueError("must start with sqlite:// (only SQLite is supported)")
+    path = url.removeprefix("sqlite://")
+    if path in ("", "/", ":memory:"):
+        raise ValueError("must name a database file (several processes share it)")
+    return Path(path)
+
+
+def _server_url(reader: _Reader, default: str) -> str:
+    url = reader.raw("SERVER_URL") or default
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        reader.problems.append(f"SERVER_URL: {url!r} is not an http(s) URL")
+        return default
+    return url.rstrip("/")
+
+
+def _database_path(reader: _Reader, default: Path) -> Path:
+    url = reader.raw("DATABASE_URL")
+    if url is None:
+        return default
+    try:
+        return parse_database_url(url)
+    except ValueError as problem:
+        reader.problems.append(f"DATABASE_URL: {problem}")
+        return default
+
+
+def _log_level(reader: _Reader) -> str:
+    level = (reader.raw("LOG_LEVEL") or "INFO").upper()
+    if level not in LOG_LEVELS:
+        reader.problems.append(f"LOG_LEVEL: {level!r} is not one of {', '.join(LOG_LEVELS)}")
+        return "INFO"
+    return level
+
+
+def _timezone(reader: _Reader) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    name = reader.raw("TIMEZONE") or "UTC"
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        reader.problems.append(f"TIMEZONE: {name!r} is not an IANA time zone name (e.g. Asia/Seoul)")
+        return "UTC"
+    return name
+
+
+def _backend(reader: _Reader, from_email: str | None) -> tuple[EmailBackend, str]:
+    """Resolve EMAIL_BACKEND, including `auto`, and say why."""
+    choice = (reader.raw("EMAIL_BACKEND") or "auto").lower()
+    has_credentials = any(reader.raw(name) for name in AWS_CREDENTIAL_HINTS)
+    if choice == "auto":
+        if has_credentials and from_email:
+            return "ses", "auto: AWS credentials and AWS_SES_FROM_EMAIL are set"
+        return "outbox", "auto: no AWS credentials or no AWS_SES_FROM_EMAIL, writing .eml files"
+    if choice == "ses":
+        if not from_email:
+            reader.problems.append("EMAIL_BACKEND: ses needs AWS_SES_FROM_EMAIL (the verified sender)")
+        return "ses", "EMAIL_BACKEND=ses"
+    if choice == "outbox":
+        return "outbox", "EMAIL_BACKEND=outbox"
+    reader.problems.append(f"EMAIL_BACKEND: {choice!r} is not one of ses, outbox, auto")
+    return "outbox", "invalid"
+
+
+def _ses(reader: _Reader) -> SesSettings:
+    defaults = SesSettings()
+    from_email = reader.raw("AWS_SES_FROM_EMAIL")
+    backend, reason = _backend(reader, from_email)
+    rate: float | None = None
+    if reader.raw("MAX_SEND_PER_SECOND") is not None:
+        rate = reader.number("MAX_SEND_PER_SECOND", SES_STARTING_RATE_PER_S, minimum=0)
+    return SesSettings(
+        backend=backend,
+        backend_reason=reason,
+        region=reader.raw("AWS_REGION") or reader.raw("AWS_DEFAULT_REGION"),
+        from_email=from_email,
+        configuration_set=reader.raw("AWS_SES_CONFIGURATION_SET"),
+        outbox_dir=Path(reader.raw("OUTBOX_DIR") or defaults.outbox_dir),
+        max_send_per_s=rate,
+        max_in_flight=reader.integer("SES_MAX_IN_FLIGHT", defaults.max_in_flight, low=1, high=1024),
+    )
+
+
+def load(environ: Mapping[str, str]) -> Settings:
+    """Read and validate every setting at once; raise ConfigError listing each problem."""
+    reader = _Reader(environ)
+    defaults = Settings()
+    # Platforms (Heroku, Dokku, honcho) hand the port over as $PORT; it wins over SERVER_PORT.
+    port_name = "PORT" if reader.raw("PORT") is not None else "SERVER_PORT"
+    settings = Settings(
+        server_url=_server_url(reader, defaults.server_url),
+        server_host=reader.raw("SERVER_HOST") or defaults.server_host,
+        server_port=reader.integer(port_name, defaults.server_port, low=0, high=65535),
+        database_path=_database_path(reader, defaults.database_path),
+        jwt_secret=reader.raw("JWT_SECRET"),
+        sentry_dsn=reader.raw("SENTRY_DSN"),
+        log_level=_log_level(reader),
+        max_emails_per_request=reader.integer(
+            "MAX_EMAILS_PER_REQUEST", defaults.max_emails_per_request, low=1, high=1_000_000
+        ),
+        max_request_bytes=reader.integer("MAX_REQUEST_BYTES", defaults.max_request_bytes, low=1024, high=1024**3),
+        timezone=_timezone(reader),
+        schedule_horizon_days=reader.integer("SCHEDULE_HORIZON_DAYS", 366, low=1, high=3660),
+        shutdown_timeout_s=reader.number("SHUTDOWN_TIMEOUT_S", defaults.shutdown_timeout_s, minimum=0),
+        ses=_ses(reader),
+        restart=RestartPolicy(
+            min_delay_s=reader.number("RESTART_MIN_DELAY_S", 0.5, minimum=0),
+            max_delay_s=reader.number("RESTART_MAX_DELAY_S", 30.0, minimum=0),
+            healthy_after_s=reader.number("RESTART_HEALTHY_AFTER_S", 60.0, minimum=0),
+            max_restarts=reader.integer("RESTART_MAX_IN_WINDOW", 5, low=0, high=1000),
+            window_s=reader.number("RESTART_WINDOW_S", 120.0, minimum=0),
+        ),
+    )
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return settings
+
+
+def load_from_process() -> Settings:
+    """The supervisor's entry: `.env` in the working directory fills what the environment lacks.
+
+    The values are exported into os.environ so that aiobotocore in the children sees
+    AWS_* variables that were only written in `.env`.
+    """
+    from dotenv import load_dotenv
+
+    load_dotenv(Path.cwd() / ".env", override=False)
+    return load(os.environ)

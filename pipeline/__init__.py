@@ -1,0 +1,1 @@
+"""What the stages share: messages, channels, the stage runtime, the database, SES."""

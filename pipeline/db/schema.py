@@ -1,0 +1,128 @@
+"""The SQLite schema, its versioned migrations, and how connections are opened.
+
+Only the recorder opens the database for writing (`open_writer`, which migrates).
+Every other stage opens it read-only; WAL lets those readers run beside the writer.
+`PRAGMA user_version` records which migrations ran, so a second start redoes nothing.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from pathlib import Path
+from typing import Final
+
+# Each entry runs once, in order, inside one transaction with its version bump.
+MIGRATIONS: Final[tuple[str, ...]] = (
+    # 1: contents stored once per message, one row per recipient, the tracking key.
+    """
+    CREATE TABLE contents (
+        id INTEGER PRIMARY KEY,
+        subject TEXT NOT NULL,
+        html TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL
+    );
+    CREATE TABLE recipients (
+        id INTEGER PRIMARY KEY,
+        content_id INTEGER NOT NULL REFERENCES contents(id),
+        topic_id TEXT NOT NULL,
+        email TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN
+            ('pending', 'sending', 'sent', 'failed', 'cancelled', 'paused')),
+        due_at_ms INTEGER NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        sent_at_ms INTEGER,
+        message_id TEXT,
+        error_code TEXT,
+        error_message TEXT
+    );
+    CREATE INDEX recipients_due ON recipients (due_at_ms, id) WHERE status = 'pending';
+    CREATE INDEX recipients_topic ON recipients (topic_id, status);
+    CREATE INDEX recipients_message_id ON recipients (message_id) WHERE message_id IS NOT NULL;
+    CREATE INDEX recipients_sent_at ON recipients (sent_at_ms) WHERE sent_at_ms IS NOT NULL;
+    CREATE TABLE idempotency_keys (
+        key TEXT PRIMARY KEY,
+        body_digest TEXT NOT NULL,
+        answer TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL
+    );
+    CREATE TABLE server_secrets (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
+)
+TRACKING_KEY: Final = "tracking_hmac_key"
+BUSY_TIMEOUT_MS: Final = 5000
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    return version
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply the migrations this database has not seen; return how many ran."""
+    applied = 0
+    for version, script in enumerate(MIGRATIONS, start=1):
+        if schema_version(conn) >= version:
+            continue
+        # executescript commits first; the BEGIN makes the script and its bump one unit.
+        conn.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {version};\nCOMMIT;")
+        applied += 1
+    # A key per installation for the pixel's HMAC: stable across restarts, never configured.
+    conn.execute(
+        "INSERT OR IGNORE INTO server_secrets (name, value) VALUES (?, ?)",
+        (TRACKING_KEY, secrets.token_hex(32)),
+    )
+    conn.commit()
+    return applied
+
+
+def open_writer(path: Path) -> sqlite3.Connection:
+    """The one writing connection (the recorder's), migrated.
+
+    WAL with synchronous=FULL: a committed transaction survives a power cut, which is
+    what "accepted means committed" promises.
+    """
+    conn = _connect_writer(path)
+    migrate(conn)
+    return conn
+
+
+def _connect_writer(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def migrate_file(path: Path) -> int:
+    """Migrate the database at `path` and close it (`supervisor.py migrate`)."""
+    conn = _connect_writer(path)
+    try:
+        return migrate(conn)
+    finally:
+        conn.close()
+
+
+def read_only_uri(path: Path) -> str:
+    """The URI that opens `path` read-only (for aiosqlite and sqlite3 alike)."""
+    return f"file:{path.resolve()}?mode=ro"
+
+
+def open_reader(path: Path) -> sqlite3.Connection:
+    """A read-only connection for stages other than the recorder."""
+    conn = sqlite3.connect(read_only_uri(path), uri=True, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    return conn
+
+
+def tracking_key(conn: sqlite3.Connection) -> bytes:
+    row = conn.execute("SELECT value FROM server_secrets WHERE name = ?", (TRACKING_KEY,)).fetchone()
+    if row is None:
+        raise LookupError("the database has no tracking key; has the recorder migrated it?")
+    return bytes.fromhex(row[0])

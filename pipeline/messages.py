@@ -1,0 +1,183 @@
+"""Every message that crosses a process boundary, and nothing else.
+
+Commands are imperative (`ClaimDue`), facts are past tense (`Claimed`). Requests that
+need an answer carry `corr_id` (the correlation id; `request_id` is already the public
+name of a recipient row, the one in the pixel URL) and `reply_to`, the name of the
+asker's inbox. Everything is a frozen, slotted dataclass so it pickles small and cannot
+be changed on the way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """Base of every cross-process message; anything else on a queue is dropped as garbage."""
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfStream(Message):
+    """The sender will put nothing more on this queue (shutdown)."""
+
+    sender: str
+
+
+@dataclass(frozen=True, slots=True)
+class WakeUp(Message):
+    """Put by a stage on its own inbox so its reader thread leaves `get()` and can be joined."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ping(Message):
+    """Ask a stage whether it answers (readiness)."""
+
+    corr_id: int
+    reply_to: str
+
+
+@dataclass(frozen=True, slots=True)
+class Pong(Message):
+    corr_id: int
+
+
+# --- ingest -> recorder: accept a campaign -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage(Message):
+    """One message of a POST: its content is stored once, with one row per address."""
+
+    topic_id: str
+    subject: str
+    html: str
+    emails: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreMessages(Message):
+    """Store these recipients in one transaction, then answer `Stored` or `Refused`.
+
+    `summary` is the JSON answer as ingest knows it before storing; the recorder adds
+    what only the database knows and keeps it for `Idempotency-Key` replays.
+    """
+
+    corr_id: int
+    reply_to: str
+    messages: tuple[NewMessage, ...]
+    due_at_ms: int
+    summary: str
+    idempotency_key: str | None = None
+    body_digest: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Stored(Message):
+    corr_id: int
+    answer: str
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Refused(Message):
+    """The recorder could not do what was asked; `status` is the HTTP status that fits."""
+
+    corr_id: int
+    status: int
+    code: str
+    message: str
+
+
+# --- scheduling ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WorkAdded(Message):
+    """Ingest stored recipients due at `due_at_ms`: wake up if that is sooner."""
+
+    due_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Demand(Message):
+    """The sender has room for `count` more recipients."""
+
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimDue(Message):
+    """Mark up to `limit` due recipients as sending and return them, oldest due first."""
+
+    corr_id: int
+    reply_to: str
+    limit: int
+    now_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient(Message):
+    """One claimed unit of work. The content travels by id; the sender reads it once."""
+
+    recipient_id: int
+    email: str
+    topic_id: str
+    content_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed(Message):
+    corr_id: int
+    recipients: tuple[Recipient, ...]
+    # The earliest due time still waiting, so the scheduler knows when to wake.
+    next_due_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver(Message):
+    """Scheduler to sender: send these."""
+
+    recipients: tuple[Recipient, ...]
+
+
+# --- sender -> recorder: outcomes ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Sent(Message):
+    recipient_id: int
+    message_id: str
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SendFailed(Message):
+    """SES refused for good; never retried."""
+
+    recipient_id: int
+    code: str
+    reason: str
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Released(Message):
+    """Claimed but not sent (shutdown): back to pending."""
+
+    recipient_id: int
+
+
+Outcome = Sent | SendFailed | Released
+
+
+@dataclass(frozen=True, slots=True)
+class RecordOutcomes(Message):
+    corr_id: int
+    reply_to: str
+    outcomes: tuple[Outcome, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomesRecorded(Message):
+    corr_id: int

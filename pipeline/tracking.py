@@ -1,0 +1,33 @@
+"""The open pixel's URL, signed so nobody can forge opens for other recipients.
+
+The URL carries the recipient's id and an HMAC-SHA256 of it (128 bits, hex) keyed by
+a per-installation secret that the recorder creates in the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from urllib.parse import urlencode
+
+SIGNATURE_HEX_CHARS = 32
+
+
+def sign(key: bytes, recipient_id: int) -> str:
+    digest = hmac.new(key, str(recipient_id).encode(), hashlib.sha256).hexdigest()
+    return digest[:SIGNATURE_HEX_CHARS]
+
+
+def verify(key: bytes, recipient_id: int, signature: str) -> bool:
+    """Constant-time check that `signature` was made here for `recipient_id`."""
+    return hmac.compare_digest(sign(key, recipient_id), signature)
+
+
+def pixel_url(server_url: str, key: bytes, recipient_id: int) -> str:
+    query = urlencode({"request_id": recipient_id, "sig": sign(key, recipient_id)})
+    return f"{server_url}/v1/events/open?{query}"
+
+
+def pixel_tag(server_url: str, key: bytes, recipient_id: int) -> str:
+    url = pixel_url(server_url, key, recipient_id).replace("&", "&amp;")
+    return f'<img src="{url}" width="1" height="1" alt="">'

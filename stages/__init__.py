@@ -1,0 +1,1 @@
+"""One module per process: ingest, scheduler, sender, recorder. No stage imports another."""

@@ -1,0 +1,57 @@
+"""The ingest stage: the HTTP API, served on the socket the supervisor owns.
+
+Replies from the recorder arrive on our inbox and complete the waiting handlers. On
+stopping, the site stops accepting, in-flight requests finish (their replies still
+flow), and EndOfStream goes to every stage we write to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from aiohttp import web
+
+from pipeline.channels import ChannelFull, PendingReplies
+from pipeline.messages import EndOfStream, Message
+from pipeline.runtime import BootError, StageContext
+from stages.ingest.app import make_app
+
+# In-flight requests get this long to finish after a stop; the rest is the drain budget.
+REQUEST_DRAIN_S = 2.0
+
+
+async def run(ctx: StageContext) -> None:
+    """Serve HTTP until told to stop."""
+    if ctx.listen_socket is None:
+        raise BootError("ingest needs the listening socket from the supervisor")
+    replies: PendingReplies[Message] = PendingReplies()
+    runner = web.AppRunner(make_app(ctx, replies), handle_signals=False, access_log=None)
+    await runner.setup()
+    dispatcher = asyncio.create_task(dispatch_replies(ctx, replies))
+    try:
+        site = web.SockSite(
+            runner, ctx.listen_socket, shutdown_timeout=min(REQUEST_DRAIN_S, ctx.settings.shutdown_timeout_s / 2)
+        )
+        await site.start()
+        ctx.ready()
+        await ctx.stopping.wait()
+    finally:
+        await runner.cleanup()
+        dispatcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await dispatcher
+        for name, outbox in ctx.outboxes.items():
+            try:
+                await outbox.put(EndOfStream("ingest"), timeout_s=0.5)
+            except ChannelFull:
+                ctx.log.warning("could not tell %s that ingest stopped", name)
+
+
+async def dispatch_replies(ctx: StageContext, replies: PendingReplies[Message]) -> None:
+    """Hand each reply to the handler waiting for it; stale ones are dropped."""
+    while True:
+        message = await ctx.inbox.get()
+        corr_id = getattr(message, "corr_id", None)
+        if corr_id is not None:
+            replies.resolve(corr_id, message)

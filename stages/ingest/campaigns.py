@@ -1,0 +1,190 @@
+"""`POST /v1/messages` bodies: decoded, validated whole, and turned into what to store.
+
+msgspec decodes and type-checks the JSON (its errors carry the path of the bad field);
+the checks it cannot express follow. Nothing is stored unless the whole body passes.
+Unknown fields are ignored, so clients of the original server keep working.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import msgspec
+
+from config.settings import Settings
+from pipeline.messages import NewMessage
+from stages.ingest.addresses import InvalidAddress, normalise
+from stages.ingest.errors import ApiError
+
+MAX_TOPIC_CHARS = 255
+MAX_SUBJECT_CHARS = 998  # RFC 5322 line length
+# SES v2 takes 40 MB after MIME encoding; base64 grows content by 4/3.
+SES_MAX_MESSAGE_BYTES = 40_000_000
+MIME_OVERHEAD_BYTES = 16_384
+
+
+class MessageIn(msgspec.Struct):
+    subject: str
+    content: str
+    emails: list[str]
+    topic_id: str | None = None
+
+
+class CampaignIn(msgspec.Struct):
+    messages: list[MessageIn]
+    scheduled_at: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Campaign:
+    """A validated POST: what to store, and the answer's fields known before storing."""
+
+    messages: tuple[NewMessage, ...]
+    due_at_ms: int
+    scheduled_at: datetime | None
+    total: int
+    rejected: tuple[dict[str, str], ...]
+    duplicates: int
+
+    @property
+    def stored_count(self) -> int:
+        return sum(len(m.emails) for m in self.messages)
+
+    def summary(self) -> str:
+        """The answer before storing; the recorder fills in what only it knows."""
+        answer: dict[str, Any] = {
+            "total": self.total,
+            "success": self.stored_count,
+            "errors": self.total - self.stored_count,
+            "scheduled": self.scheduled_at is not None,
+            "scheduled_at": iso_utc(self.scheduled_at) if self.scheduled_at else None,
+            "rejected": list(self.rejected),
+            "duplicates": self.duplicates,
+            "suppressed": 0,
+        }
+        return json.dumps(answer, ensure_ascii=False)
+
+
+def iso_utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def parse_campaign(body: bytes, settings: Settings, now: datetime) -> Campaign:
+    """Validate a whole POST body; ApiError(400) naming the field on the first problem."""
+    campaign = decode(body)
+    if not campaign.messages:
+        raise ApiError(400, "invalid_field", "must hold at least one message", "messages")
+    total = 0
+    for index, message in enumerate(campaign.messages):
+        check_message(message, f"messages[{index}]")
+        total += len(message.emails)
+    if total > settings.max_emails_per_request:
+        raise ApiError(
+            400,
+            "too_many_recipients",
+            f"{total} recipients in one request; at most {settings.max_emails_per_request} (MAX_EMAILS_PER_REQUEST)",
+            "messages",
+        )
+    scheduled = parse_scheduled_at(campaign.scheduled_at, settings, now)
+    stored, rejected, duplicates = [], [], 0
+    for message in campaign.messages:
+        emails, message_rejected, message_duplicates = sort_addresses(message.emails)
+        rejected.extend(message_rejected)
+        duplicates += message_duplicates
+        if emails:
+            stored.append(NewMessage(message.topic_id or "", message.subject, message.content, emails))
+    due = scheduled or now
+    return Campaign(tuple(stored), int(due.timestamp() * 1000), scheduled, total, tuple(rejected), duplicates)
+
+
+def decode(body: bytes) -> CampaignIn:
+    try:
+        return msgspec.json.decode(body, type=CampaignIn)
+    except msgspec.ValidationError as problem:
+        message, field = split_msgspec_error(str(problem))
+        raise ApiError(400, "invalid_field", message, field) from None
+    except msgspec.DecodeError as problem:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {problem}") from None
+
+
+def split_msgspec_error(text: str) -> tuple[str, str | None]:
+    """'Expected `str`, got `int` - at `$.messages[0].subject`' -> (message, 'messages[0].subject')."""
+    message, _, where = text.partition(" - at `$")
+    path = where.rstrip("`").lstrip(".")
+    missing = "missing required field `"
+    if missing in message:
+        name = message.split(missing, 1)[1].split("`", 1)[0]
+        path = f"{path}.{name}" if path else name
+        message = "is required"
+    return message, path or None
+
+
+def check_message(message: MessageIn, where: str) -> None:
+    if message.topic_id is not None and len(message.topic_id) > MAX_TOPIC_CHARS:
+        raise ApiError(400, "invalid_field", f"at most {MAX_TOPIC_CHARS} characters", f"{where}.topic_id")
+    if not message.subject.strip():
+        raise ApiError(400, "invalid_field", "must not be blank", f"{where}.subject")
+    if "\r" in message.subject or "\n" in message.subject:
+        raise ApiError(400, "invalid_field", "must not contain line breaks (CR or LF)", f"{where}.subject")
+    if len(message.subject) > MAX_SUBJECT_CHARS:
+        raise ApiError(400, "invalid_field", f"at most {MAX_SUBJECT_CHARS} characters", f"{where}.subject")
+    if not message.content.strip():
+        raise ApiError(400, "invalid_field", "must not be blank", f"{where}.content")
+    if not message.emails:
+        raise ApiError(400, "invalid_field", "must list at least one address", f"{where}.emails")
+    size = (len(message.content.encode()) * 2 + len(message.subject.encode())) * 4 // 3 + MIME_OVERHEAD_BYTES
+    if size > SES_MAX_MESSAGE_BYTES:
+        raise ApiError(
+            400,
+            "message_too_large",
+            "with its text part this message would exceed SES's 40 MB limit",
+            f"{where}.content",
+        )
+
+
+def parse_scheduled_at(value: str | None, settings: Settings, now: datetime) -> datetime | None:
+    """UTC time to send, or None for now. Naive times are read in TIMEZONE."""
+    if value is None or not value.strip():
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ApiError(
+            400,
+            "invalid_field",
+            f"{value!r} is not an ISO 8601 time (e.g. 2026-01-01T09:00:00+09:00 or 2026-01-01 09:00:00)",
+            "scheduled_at",
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=ZoneInfo(settings.timezone))
+    moment = moment.astimezone(UTC)
+    if moment > now + timedelta(days=settings.schedule_horizon_days):
+        raise ApiError(
+            400,
+            "invalid_field",
+            f"more than {settings.schedule_horizon_days} days ahead (SCHEDULE_HORIZON_DAYS)",
+            "scheduled_at",
+        )
+    return moment if moment > now else None
+
+
+def sort_addresses(raw: list[str]) -> tuple[tuple[str, ...], list[dict[str, str]], int]:
+    """(addresses to store, rejected with reasons, duplicates within this message)."""
+    seen: dict[str, None] = {}
+    rejected: list[dict[str, str]] = []
+    duplicates = 0
+    for address in raw:
+        try:
+            normalised = normalise(address)
+        except InvalidAddress as problem:
+            rejected.append({"email": address, "reason": str(problem)})
+            continue
+        if normalised in seen:
+            duplicates += 1
+        else:
+            seen[normalised] = None
+    return tuple(seen), rejected, duplicates

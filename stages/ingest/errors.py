@@ -1,0 +1,79 @@
+"""One error shape for every answer that is not a success.
+
+`{"error": {"code", "message", "field"?}}` with the fitting status. aiohttp's own
+errors (404, 405, 413) are rewritten into it; an unexpected exception becomes a 500
+that says nothing about the code, the SQL or the data behind it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+CODES_BY_STATUS = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+    429: "too_many_requests",
+    503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    """An error answer: raise it anywhere in a handler."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.headers = headers or {}
+
+    def response(self) -> web.Response:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            error["field"] = self.field
+        return web.json_response({"error": error}, status=self.status, headers=self.headers)
+
+
+def unavailable(message: str, retry_after_s: int = 2) -> ApiError:
+    return ApiError(503, "unavailable", message, headers={"Retry-After": str(retry_after_s)})
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as error:
+        return error.response()
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        code = CODES_BY_STATUS.get(error.status, "error")
+        message = error.reason if error.status != 413 else "the request body is too large"
+        headers = {k: v for k, v in error.headers.items() if k.lower() in ("allow", "retry-after")}
+        return ApiError(error.status, code, message, headers=headers).response()
+    except Exception:
+        log.exception("unexpected error in %s %s", request.method, request.path)
+        return ApiError(500, "internal_error", "the server failed; the error was logged").response()

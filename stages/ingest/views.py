@@ -1,0 +1,115 @@
+"""HTTP handlers. Validation lives in campaigns.py; writes go to the recorder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from pipeline.channels import ChannelFull
+from pipeline.messages import Message, Ping, Refused, Stored, StoreMessages, WorkAdded
+from stages.ingest.app import CTX, DB, REPLIES
+from stages.ingest.campaigns import parse_campaign
+from stages.ingest.errors import ApiError, unavailable
+
+RECORDER_TIMEOUT_S = 10.0
+READY_TIMEOUT_S = 1.0
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+
+
+async def health(request: web.Request) -> web.Response:
+    """Liveness: the ingest process answers."""
+    return web.json_response({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    """200 when every stage runs, the database reads and the recorder answers; else 503."""
+    ctx = request.app[CTX]
+    stages = ctx.states.snapshot() if ctx.states is not None else {}
+    problems = [f"{name} is {state}" for name, state in stages.items() if state != "running" and name != "ingest"]
+    try:
+        await (await request.app[DB].execute("SELECT 1 FROM recipients LIMIT 1")).fetchall()
+        database = "ok"
+    except Exception as problem:
+        database = f"error: {type(problem).__name__}"
+        problems.append("the database does not answer")
+    try:
+        await request.app[REPLIES].ask(ctx.outboxes["recorder"], lambda c: Ping(c, "ingest"), READY_TIMEOUT_S)
+    except (TimeoutError, ChannelFull):
+        problems.append("the recorder does not answer")
+    body: dict[str, Any] = {
+        "status": "ready" if not problems else "not ready",
+        "stages": {**stages, "ingest": "running"},
+        "database": database,
+    }
+    if problems:
+        body["problems"] = problems
+    return web.json_response(body, status=200 if not problems else 503)
+
+
+async def post_messages(request: web.Request) -> web.Response:
+    """Validate the whole campaign, have the recorder commit it, then answer."""
+    started = time.perf_counter()
+    ctx = request.app[CTX]
+    body = await request.read()
+    key = idempotency_key(request)
+    campaign = parse_campaign(body, ctx.settings, datetime.now(UTC))
+    store = StoreMessages(
+        corr_id=0,
+        reply_to="ingest",
+        messages=campaign.messages,
+        due_at_ms=campaign.due_at_ms,
+        summary=campaign.summary(),
+        idempotency_key=key,
+        body_digest=hashlib.sha256(body).hexdigest() if key else None,
+    )
+    reply = await ask_recorder(request, store)
+    if isinstance(reply, Refused):
+        raise ApiError(reply.status, reply.code, reply.message, headers=retry_after(reply.status))
+    assert isinstance(reply, Stored)
+    if not reply.replayed and campaign.stored_count:
+        await wake_scheduler(request, campaign.due_at_ms)
+    answer = json.loads(reply.answer)
+    answer["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
+    return web.json_response(answer)
+
+
+def idempotency_key(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not key.strip() or len(key) > MAX_IDEMPOTENCY_KEY_CHARS or not key.isprintable():
+        raise ApiError(
+            400,
+            "invalid_header",
+            f"must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable characters",
+            "Idempotency-Key",
+        )
+    return key
+
+
+async def ask_recorder(request: web.Request, store: StoreMessages) -> Message:
+    """Send the store request and wait for the commit; 503 when the recorder cannot answer."""
+    ctx = request.app[CTX]
+    try:
+        return await request.app[REPLIES].ask(
+            ctx.outboxes["recorder"], lambda corr_id: replace(store, corr_id=corr_id), RECORDER_TIMEOUT_S
+        )
+    except (TimeoutError, ChannelFull):
+        raise unavailable("the recorder did not confirm the write; nothing was acknowledged, retry") from None
+
+
+async def wake_scheduler(request: web.Request, due_at_ms: int) -> None:
+    try:
+        await request.app[CTX].outboxes["scheduler"].put(WorkAdded(due_at_ms), timeout_s=1.0)
+    except (TimeoutError, ChannelFull):
+        request.app[CTX].log.warning("could not wake the scheduler; it will find the work on its next wake-up")
+
+
+def retry_after(status: int) -> dict[str, str]:
+    return {"Retry-After": "2"} if status == 503 else {}

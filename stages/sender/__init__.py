@@ -1,0 +1,93 @@
+"""The sender: *how fast*. The rate limiter, the SES calls, the retry policy.
+
+It opens the backend once (SES v2 or the outbox), settles the rate (MAX_SEND_PER_SECOND,
+else SES's own MaxSendRate, else SES's starting rate), watches the 24-hour quota, and
+runs the Sender until told to stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import sqlite3
+
+from config.settings import SES_STARTING_RATE_PER_S
+from pipeline.db.schema import open_reader, tracking_key
+from pipeline.limiter import RateLimiter
+from pipeline.runtime import BootError, StageContext
+from pipeline.ses import MailBackend, open_backend
+from pipeline.tracking import pixel_tag
+from stages.sender.contents import ContentCache
+from stages.sender.sending import ACCOUNT_PAUSE_S, Sender
+
+MIN_IN_FLIGHT = 8
+# Enough calls in flight to hold the rate with up to this much SES latency.
+LATENCY_HEADROOM_S = 1.0
+QUOTA_REFRESH_S = 60.0
+
+
+def in_flight_limit(rate_per_s: float, cap: int) -> int:
+    """rate x latency headroom, at least a few, at most the configured cap."""
+    return max(1, min(cap, max(MIN_IN_FLIGHT, math.ceil(rate_per_s * LATENCY_HEADROOM_S))))
+
+
+async def run(ctx: StageContext) -> None:
+    """Send what the scheduler delivers until told to stop."""
+    settings = ctx.settings
+    try:
+        reader = open_reader(settings.database_path)
+        key = tracking_key(reader)
+    except (sqlite3.Error, OSError, LookupError) as problem:
+        raise BootError(f"cannot read {settings.database_path}: {problem}") from problem
+    async with contextlib.AsyncExitStack() as stack:
+        stack.callback(reader.close)
+        backend = await stack.enter_async_context(open_backend(settings.ses, settings.ses.max_in_flight))
+        rate = await settle_rate(ctx, backend)
+        limit = in_flight_limit(rate, settings.ses.max_in_flight)
+        ctx.log.info("sending through %s at %.1f/s, %d in flight at most", backend.name, rate, limit)
+        sender = Sender(
+            ctx=ctx,
+            backend=backend,
+            contents=ContentCache(reader),
+            limiter=RateLimiter(rate),
+            pixel=lambda recipient_id: pixel_tag(settings.server_url, key, recipient_id),
+            in_flight_limit=limit,
+        )
+        watcher = asyncio.create_task(watch_quota(ctx, backend, sender))
+        stack.callback(watcher.cancel)
+        ctx.ready()
+        await sender.serve()
+
+
+async def settle_rate(ctx: StageContext, backend: MailBackend) -> float:
+    """MAX_SEND_PER_SECOND when set, else SES's MaxSendRate, else SES's starting rate."""
+    configured = ctx.settings.ses.max_send_per_s
+    if configured is not None:
+        return configured
+    try:
+        quota = await backend.quota()
+    except Exception as problem:  # SES unreachable at start: start carefully, AIMD adjusts
+        ctx.log.warning(
+            "could not read the SES quota (%s); starting at %.0f/s", type(problem).__name__, SES_STARTING_RATE_PER_S
+        )
+        return SES_STARTING_RATE_PER_S
+    if quota is None or quota.max_send_rate <= 0:
+        return SES_STARTING_RATE_PER_S
+    return quota.max_send_rate
+
+
+async def watch_quota(ctx: StageContext, backend: MailBackend, sender: Sender) -> None:
+    """Hold the backlog while the 24-hour quota is used up, instead of failing it."""
+    while True:
+        try:
+            quota = await backend.quota()
+        except Exception as problem:
+            ctx.log.debug("quota check failed: %s", type(problem).__name__)
+            quota = None
+        if quota is None and backend.name == "outbox":
+            return
+        if quota is not None and quota.remaining <= 0:
+            ctx.log.warning("the SES 24-hour quota is used up; holding the backlog")
+            sender.gate.pause(sender.gate.clock(), ACCOUNT_PAUSE_S, "daily quota used up")
+        await asyncio.sleep(QUOTA_REFRESH_S)

@@ -1,0 +1,34 @@
+"""Message contents for the sender, read once per message from SQLite (read-only)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import OrderedDict
+
+from pipeline.mail import PreparedContent, prepare
+
+CACHE_SIZE = 128
+
+
+class ContentCache:
+    """A small LRU of prepared contents; a campaign of 10,000 reads its content once."""
+
+    def __init__(self, conn: sqlite3.Connection, size: int = CACHE_SIZE) -> None:
+        self._conn = conn
+        self._size = size
+        self._cache: OrderedDict[int, PreparedContent] = OrderedDict()
+
+    def get(self, content_id: int) -> PreparedContent:
+        """The prepared content; LookupError when the row does not exist."""
+        cached = self._cache.get(content_id)
+        if cached is not None:
+            self._cache.move_to_end(content_id)
+            return cached
+        row = self._conn.execute("SELECT subject, html FROM contents WHERE id = ?", (content_id,)).fetchone()
+        if row is None:
+            raise LookupError(f"content {content_id} does not exist")
+        prepared = prepare(row[0], row[1])
+        self._cache[content_id] = prepared
+        if len(self._cache) > self._size:
+            self._cache.popitem(last=False)
+        return prepared

@@ -1,0 +1,176 @@
+"""Helpers for tests that run the real process tree and talk to it over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+ROOT = Path(__file__).resolve().parent.parent
+SUPERVISOR = ROOT / "supervisor.py"
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], T], timeout_s: float = 10.0, what: str = "condition") -> T:
+    """Poll `predicate` until it returns something truthy; fail after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as error:  # the server may still be starting
+            last_error = error
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last error: {last_error!r})")
+
+
+def http(
+    method: str, url: str, body: Any = None, headers: dict[str, str] | None = None, timeout_s: float = 30.0
+) -> tuple[int, Any, dict[str, str]]:
+    """(status, decoded JSON or raw bytes, headers)."""
+    data = None
+    if body is not None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            raw, status, got_headers = response.read(), response.status, dict(response.headers)
+    except urllib.error.HTTPError as error:
+        raw, status, got_headers = error.read(), error.code, dict(error.headers)
+    try:
+        return status, json.loads(raw), got_headers
+    except ValueError:
+        return status, raw, got_headers
+
+
+class Tree:
+    """`python supervisor.py` in a temp dir with its own settings."""
+
+    def __init__(self, workdir: Path, env: dict[str, str] | None = None) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.env = {
+            "PATH": os.environ.get("PATH", ""),
+            "SERVER_HOST": "127.0.0.1",
+            "SERVER_PORT": str(self.port),
+            "SERVER_URL": f"http://127.0.0.1:{self.port}",
+            "DATABASE_URL": "sqlite://test.db",
+            "EMAIL_BACKEND": "outbox",
+            "OUTBOX_DIR": "outbox",
+            "LOG_LEVEL": "INFO",
+            "RESTART_MIN_DELAY_S": "0.1",
+            "RESTART_MAX_DELAY_S": "0.5",
+            **(env or {}),
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / "server.log"
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait_ready: bool = True) -> Tree:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, str(SUPERVISOR)], cwd=self.workdir, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        if wait_ready:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout_s: float = 30.0) -> dict[str, Any]:
+        def ready() -> dict[str, Any] | None:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            status, body, _ = self.get("/ready", timeout_s=2)
+            return body if status == 200 else None
+
+        return wait_until(ready, timeout_s, "/ready to answer 200")
+
+    def get(self, path: str, **kwargs: Any) -> tuple[int, Any, dict[str, str]]:
+        return http("GET", self.base + path, **kwargs)
+
+    def post(self, path: str, body: Any, **kwargs: Any) -> tuple[int, Any, dict[str, str]]:
+        return http("POST", self.base + path, body, **kwargs)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def children(self) -> dict[str, int]:
+        """Stage name -> pid, read from the process titles (`ses-sender: sender`)."""
+        assert self.process is not None
+        found: dict[str, int] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == self.process.pid and cmdline.startswith("ses-sender: "):
+                found[cmdline.removeprefix("ses-sender: ")] = int(entry.name)
+        return found
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def wait_exit(self, timeout_s: float = 10.0) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout_s)
+
+    def stop(self) -> None:
+        """Terminate, wait, kill: whatever state the test left it in."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
+
+    def db(self) -> sqlite3.Connection:
+        return sqlite3.connect(f"file:{self.workdir / 'test.db'}?mode=ro", uri=True)
+
+    def statuses(self) -> dict[str, int]:
+        with self.db() as conn:
+            return dict(conn.execute("SELECT status, COUNT(*) FROM recipients GROUP BY status").fetchall())
+
+
+def campaign(
+    emails: list[str], topic_id: str = "t1", subject: str = "Hello", content: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "messages": [
+            {
+                "topic_id": topic_id,
+                "emails": emails,
+                "subject": subject,
+                "content": content or "<html><body><p>Hi there</p></body></html>",
+            }
+        ],
+    }
+    body.update(extra)
+    return body

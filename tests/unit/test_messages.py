@@ -1,0 +1,53 @@
+"""Every cross-process message survives pickling unchanged."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+
+import pytest
+
+from pipeline import messages
+from pipeline.messages import Message
+
+RECIPIENT = messages.Recipient(1, "a@x.io", "t", 2)
+SAMPLES: list[Message] = [
+    messages.EndOfStream("sender"),
+    messages.WakeUp(),
+    messages.Ping(1, "ingest"),
+    messages.Pong(1),
+    messages.StoreMessages(1, "ingest", (messages.NewMessage("t", "S", "<p>", ("a@x.io",)),), 5, "{}", "k", "d"),
+    messages.Stored(1, "{}", True),
+    messages.Refused(1, 503, "x", "y"),
+    messages.WorkAdded(5),
+    messages.Demand(3),
+    messages.ClaimDue(1, "scheduler", 5, 6),
+    messages.Claimed(1, (RECIPIENT,), None),
+    messages.Deliver((RECIPIENT,)),
+    messages.RecordOutcomes(
+        1, "sender", (messages.Sent(1, "m", 2), messages.SendFailed(1, "c", "r", 2), messages.Released(1))
+    ),
+    messages.OutcomesRecorded(1),
+]
+
+
+@pytest.mark.parametrize("message", SAMPLES, ids=lambda m: type(m).__name__)
+def test_pickle_round_trip(message: Message) -> None:
+    assert pickle.loads(pickle.dumps(message)) == message
+
+
+def test_every_message_type_is_covered_and_frozen() -> None:
+    types = {
+        obj
+        for obj in vars(messages).values()
+        if isinstance(obj, type) and issubclass(obj, Message) and obj is not Message
+    }
+    assert types == {type(m) for m in SAMPLES} | {
+        messages.NewMessage,
+        messages.Recipient,
+        messages.Sent,
+        messages.SendFailed,
+        messages.Released,
+    }
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        RECIPIENT.email = "b@x.io"  # type: ignore[misc]

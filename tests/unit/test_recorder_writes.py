@@ -1,0 +1,176 @@
+"""The recorder's writes and group commit, on a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from pipeline.db.schema import open_writer
+from pipeline.messages import (
+    ClaimDue,
+    NewMessage,
+    OutcomesRecorded,
+    RecordOutcomes,
+    Refused,
+    Released,
+    SendFailed,
+    Sent,
+    Stored,
+    StoreMessages,
+)
+from stages.recorder import apply_batch, writes
+
+SUMMARY = json.dumps({"total": 0})
+
+
+@pytest.fixture
+def conn(tmp_path: Path) -> sqlite3.Connection:
+    return open_writer(tmp_path / "r.db")
+
+
+def store(
+    corr_id: int, emails: tuple[str, ...], due: int = 0, key: str | None = None, digest: str | None = None
+) -> StoreMessages:
+    return StoreMessages(corr_id, "ingest", (NewMessage("t", "S", "<p>x</p>", emails),), due, SUMMARY, key, digest)
+
+
+def fake_ctx() -> Any:
+    return SimpleNamespace(log=logging.getLogger("test"))
+
+
+def test_content_is_stored_once_per_message(conn: sqlite3.Connection) -> None:
+    reply = writes.store_messages(conn, store(1, ("a@x.io", "b@x.io", "c@x.io")), now_ms=5)
+    assert isinstance(reply, Stored) and json.loads(reply.answer)["success"] == 3
+    assert conn.execute("SELECT COUNT(*) FROM contents").fetchone()[0] == 1
+    assert conn.execute("SELECT COUNT(*) FROM recipients WHERE status = 'pending'").fetchone()[0] == 3
+
+
+def test_claims_oldest_due_first_and_never_twice(conn: sqlite3.Connection) -> None:
+    writes.store_messages(conn, store(1, ("late@x.io",), due=2000), now_ms=0)
+    writes.store_messages(conn, store(2, ("early@x.io",), due=1000), now_ms=0)
+    writes.store_messages(conn, store(3, ("future@x.io",), due=9000), now_ms=0)
+    first = writes.claim_due(conn, ClaimDue(1, "scheduler", limit=10, now_ms=5000))
+    assert [r.email for r in first.recipients] == ["early@x.io", "late@x.io"]
+    assert first.next_due_ms == 9000
+    again = writes.claim_due(conn, ClaimDue(2, "scheduler", limit=10, now_ms=5000))
+    assert again.recipients == ()
+
+
+def test_claim_takes_no_more_than_the_limit(conn: sqlite3.Connection) -> None:
+    writes.store_messages(conn, store(1, tuple(f"u{i}@x.io" for i in range(10))), now_ms=0)
+    claimed = writes.claim_due(conn, ClaimDue(1, "scheduler", limit=4, now_ms=1))
+    assert len(claimed.recipients) == 4 and claimed.next_due_ms == 0
+
+
+def test_outcomes_apply_once_and_only_to_claimed_rows(conn: sqlite3.Connection) -> None:
+    writes.store_messages(conn, store(1, ("a@x.io", "b@x.io", "c@x.io")), now_ms=0)
+    ids = [r.recipient_id for r in writes.claim_due(conn, ClaimDue(1, "s", 10, 1)).recipients]
+    outcomes = (Sent(ids[0], "m-1", 10), SendFailed(ids[1], "MessageRejected", "no", 11), Released(ids[2]))
+    assert writes.record_outcomes(conn, RecordOutcomes(7, "sender", outcomes)) == OutcomesRecorded(7)
+    # A resend of the same batch changes nothing (the sender resends unacknowledged batches).
+    writes.record_outcomes(conn, RecordOutcomes(8, "sender", (SendFailed(ids[0], "X", "late", 12),)))
+    rows = dict(conn.execute("SELECT id, status FROM recipients").fetchall())
+    assert rows == {ids[0]: "sent", ids[1]: "failed", ids[2]: "pending"}
+    assert conn.execute("SELECT error_code FROM recipients WHERE id = ?", (ids[1],)).fetchone()[0] == "MessageRejected"
+
+
+def test_requeue_returns_claimed_work_at_start(conn: sqlite3.Connection) -> None:
+    writes.store_messages(conn, store(1, ("a@x.io", "b@x.io")), now_ms=0)
+    writes.claim_due(conn, ClaimDue(1, "s", 10, 1))
+    assert writes.requeue_claimed(conn) == 2
+    assert conn.execute("SELECT COUNT(*) FROM recipients WHERE status = 'pending'").fetchone()[0] == 2
+
+
+def test_idempotency_key_replays_the_first_answer_and_refuses_another_body(conn: sqlite3.Connection) -> None:
+    first = writes.store_messages(conn, store(1, ("a@x.io",), key="k1", digest="d1"), now_ms=0)
+    again = writes.store_messages(conn, store(2, ("a@x.io",), key="k1", digest="d1"), now_ms=1)
+    other = writes.store_messages(conn, store(3, ("b@x.io",), key="k1", digest="d2"), now_ms=2)
+    assert isinstance(first, Stored) and isinstance(again, Stored)
+    assert again.replayed and again.answer == first.answer
+    assert isinstance(other, Refused) and other.status == 422
+    assert conn.execute("SELECT COUNT(*) FROM recipients").fetchone()[0] == 1
+
+
+def test_a_batch_commits_many_requests_in_one_transaction(conn: sqlite3.Connection) -> None:
+    batch = [store(i, (f"u{i}@x.io",)) for i in range(50)]
+    counts: Counter[str] = Counter()
+    replies = apply_batch(fake_ctx(), conn, list(batch), counts)
+    assert len(replies) == 50 and counts["StoreMessages"] == 50
+    assert all(isinstance(reply, Stored) for _, reply in replies)
+    assert conn.execute("SELECT COUNT(*) FROM recipients").fetchone()[0] == 50
+    assert not conn.in_transaction
+
+
+def test_a_failing_request_rolls_back_alone(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON recipients WHEN NEW.email = 'bad@x.io'"
+        " BEGIN SELECT RAISE(ABORT, 'refused'); END"
+    )
+    batch = [store(1, ("ok@x.io",)), store(2, ("fine@x.io", "bad@x.io")), store(3, ("also@x.io",))]
+    replies = dict((reply.corr_id, reply) for _, reply in apply_batch(fake_ctx(), conn, list(batch), Counter()))
+    assert isinstance(replies[1], Stored) and isinstance(replies[3], Stored)
+    assert isinstance(replies[2], Refused) and replies[2].status == 503
+    emails = {r[0] for r in conn.execute("SELECT email FROM recipients")}
+    assert emails == {"ok@x.io", "also@x.io"}, "no part of the failed request may remain"
+
+
+def test_a_failed_commit_acknowledges_nothing(tmp_path: Path) -> None:
+    conn = open_writer(tmp_path / "r.db")
+    # Given a second connection that holds the write lock (like a full or locked disk)
+    blocker = sqlite3.connect(tmp_path / "r.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    conn.execute("PRAGMA busy_timeout = 50")
+    replies = apply_batch(fake_ctx(), conn, [store(1, ("a@x.io",)), ClaimDue(2, "scheduler", 5, 0)], Counter())
+    # Then the store is refused with 503 and the claim gets no answer (the scheduler asks again)
+    assert [(to, type(r).__name__, getattr(r, "status", None)) for to, r in replies] == [("ingest", "Refused", 503)]
+    blocker.execute("ROLLBACK")
+    assert conn.execute("SELECT COUNT(*) FROM recipients").fetchone()[0] == 0
+
+
+def test_recorder_round_trip_over_real_queues(tmp_path: Path) -> None:
+    """The stage itself, in-process, over real multiprocessing queues, until drained."""
+    import multiprocessing
+
+    from config.settings import Settings
+    from pipeline.channels import Inbox, Outbox
+    from pipeline.messages import EndOfStream
+    from pipeline.runtime import StageContext
+    from stages import recorder
+
+    mp = multiprocessing.get_context("spawn")
+    inbox_q, ingest_q = mp.Queue(64), mp.Queue(64)
+
+    async def scenario() -> list[Any]:
+        inbox = Inbox(inbox_q, "recorder")
+        inbox.start()
+        ctx = StageContext(
+            name="recorder",
+            settings=Settings(database_path=tmp_path / "q.db"),
+            inbox=inbox,
+            outboxes={
+                name: Outbox(ingest_q if name == "ingest" else mp.Queue(64), name)
+                for name in ("ingest", "scheduler", "sender")
+            },
+            stopping=asyncio.Event(),
+            log=logging.getLogger("test"),
+            ready=lambda: None,
+        )
+        for i in range(20):
+            inbox_q.put(store(i, (f"u{i}@x.io",)))
+        for producer in ("ingest", "scheduler", "sender"):
+            inbox_q.put(EndOfStream(producer))
+        await asyncio.wait_for(recorder.run(ctx), 10)
+        assert await asyncio.to_thread(inbox.close)
+        return [ingest_q.get(timeout=5) for _ in range(20)]
+
+    replies = asyncio.run(scenario())
+    assert sorted(r.corr_id for r in replies) == list(range(20))
+    assert all(isinstance(r, Stored) for r in replies)

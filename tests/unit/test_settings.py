@@ -1,0 +1,107 @@
+"""Settings: defaults, every variable, and one clear problem per bad value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from config.settings import ConfigError, load, parse_database_url
+
+
+def test_defaults_need_nothing() -> None:
+    settings = load({})
+    assert settings.server_port == 3000
+    assert settings.server_url == "http://localhost:3000"
+    assert settings.database_path == Path("sqlite3.db")
+    assert settings.ses.backend == "outbox"
+    assert settings.ses.max_send_per_s is None
+    assert settings.timezone == "UTC"
+    assert settings.max_emails_per_request == 10_000
+
+
+def test_every_variable_is_read() -> None:
+    settings = load(
+        {
+            "SERVER_URL": "https://mail.example.com/",
+            "SERVER_PORT": "8080",
+            "DATABASE_URL": "sqlite:///var/lib/ses/db.sqlite",
+            "JWT_SECRET": "s3cret",
+            "MAX_SEND_PER_SECOND": "25.5",
+            "AWS_REGION": "eu-west-1",
+            "AWS_SES_FROM_EMAIL": "news@example.com",
+            "AWS_SES_CONFIGURATION_SET": "events",
+            "EMAIL_BACKEND": "ses",
+            "OUTBOX_DIR": "/tmp/out",
+            "SENTRY_DSN": "https://key@sentry.example/1",
+            "LOG_LEVEL": "debug",
+            "TIMEZONE": "Asia/Seoul",
+            "MAX_EMAILS_PER_REQUEST": "500",
+        }
+    )
+    assert settings.server_url == "https://mail.example.com"
+    assert settings.server_port == 8080
+    assert settings.database_path == Path("/var/lib/ses/db.sqlite")
+    assert settings.ses.max_send_per_s == 25.5
+    assert settings.ses.region == "eu-west-1"
+    assert settings.ses.configuration_set == "events"
+    assert settings.ses.backend == "ses"
+    assert settings.log_level == "DEBUG"
+    assert settings.timezone == "Asia/Seoul"
+    assert settings.max_emails_per_request == 500
+
+
+def test_port_variable_from_the_platform_wins() -> None:
+    assert load({"PORT": "5000", "SERVER_PORT": "3000"}).server_port == 5000
+
+
+def test_secrets_never_appear_in_repr() -> None:
+    text = repr(load({"JWT_SECRET": "hunter2-secret", "SENTRY_DSN": "https://dsn-secret@x/1"}))
+    assert "hunter2-secret" not in text and "dsn-secret" not in text
+
+
+@pytest.mark.parametrize(
+    ("environ", "problem"),
+    [
+        ({"SERVER_PORT": "abc"}, "SERVER_PORT: 'abc' is not a whole number"),
+        ({"SERVER_PORT": "70000"}, "SERVER_PORT: must be between 0 and 65535"),
+        ({"MAX_SEND_PER_SECOND": "0"}, "MAX_SEND_PER_SECOND: must be > 0"),
+        ({"MAX_SEND_PER_SECOND": "fast"}, "MAX_SEND_PER_SECOND: 'fast' is not a number"),
+        ({"EMAIL_BACKEND": "smtp"}, "EMAIL_BACKEND: 'smtp' is not one of ses, outbox, auto"),
+        ({"EMAIL_BACKEND": "ses"}, "EMAIL_BACKEND: ses needs AWS_SES_FROM_EMAIL"),
+        ({"DATABASE_URL": "postgres://x"}, "DATABASE_URL: must start with sqlite://"),
+        ({"TIMEZONE": "Mars/Olympus"}, "TIMEZONE: 'Mars/Olympus' is not an IANA time zone"),
+        ({"LOG_LEVEL": "loud"}, "LOG_LEVEL: 'LOUD' is not one of"),
+        ({"SERVER_URL": "ftp://x"}, "SERVER_URL: 'ftp://x' is not an http(s) URL"),
+    ],
+)
+def test_bad_values_name_the_variable(environ: dict[str, str], problem: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load(environ)
+    assert problem in str(raised.value)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load({"SERVER_PORT": "x", "MAX_SEND_PER_SECOND": "-1", "EMAIL_BACKEND": "nope"})
+    assert len(raised.value.problems) == 3
+
+
+def test_auto_backend_needs_credentials_and_a_sender() -> None:
+    assert load({"AWS_SES_FROM_EMAIL": "a@b.co"}).ses.backend == "outbox"
+    assert load({"AWS_ACCESS_KEY_ID": "AKIA"}).ses.backend == "outbox"
+    chosen = load({"AWS_ACCESS_KEY_ID": "AKIA", "AWS_SES_FROM_EMAIL": "a@b.co"}).ses
+    assert chosen.backend == "ses" and "auto" in chosen.backend_reason
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [("sqlite://sqlite3.db", "sqlite3.db"), ("sqlite:///abs/x.db", "/abs/x.db"), ("sqlite://dir/x.db", "dir/x.db")],
+)
+def test_database_urls(url: str, path: str) -> None:
+    assert parse_database_url(url) == Path(path)
+
+
+def test_local_server_url_is_detected() -> None:
+    assert load({}).server_url_is_local
+    assert not load({"SERVER_URL": "https://mail.example.com"}).server_url_is_local

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import faulthandler
+import gc
 import importlib
 import logging
 import multiprocessing
@@ -179,6 +180,9 @@ def resolve_entry(entry: str) -> StageMain:
 
 
 def _report_ready(spec: StageSpec) -> None:
+    # What exists now (botocore's models, the app) lives for the whole process: keep the
+    # cyclic GC from walking it, or a full collection stalls the loop for tens of ms.
+    gc.freeze()
     with contextlib.suppress(BrokenPipeError, OSError):
         spec.status.send(("ready", spec.name))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,8 +39,17 @@ class Quota:
         return max(0.0, self.max_24_hour_send - self.sent_last_24_hours)
 
 
+Admission = Callable[[], Awaitable[None]]
+
+
+async def admit_at_once() -> None:
+    """The default admission: no wire-level limit."""
+
+
 class MailBackend(Protocol):
     name: str
+    # Awaited right before each request leaves (the rate limiter's hard window).
+    admission: Admission
 
     async def send(self, mail: OutgoingMail) -> str:
         """Hand one mail over; return its message id or raise (see ses_errors.classify)."""
@@ -57,6 +66,12 @@ class SesBackend:
         self.client = client
         self._session = session
         self._client_args = client_args
+        self.admission: Admission = admit_at_once
+        # After serialising and signing, just before the HTTP request is written.
+        client.meta.events.register("before-send.sesv2.SendEmail", self._before_send)
+
+    async def _before_send(self, **_: Any) -> None:
+        await self.admission()
 
     async def send(self, mail: OutgoingMail) -> str:
         request: dict[str, Any] = {
@@ -100,12 +115,14 @@ class OutboxBackend:
     name = "outbox"
 
     def __init__(self, settings: SesSettings) -> None:
+        self.admission: Admission = admit_at_once
         self.folder = settings.outbox_dir
         self.sender = settings.from_email or "ses-sender@localhost"
         self.folder.mkdir(parents=True, exist_ok=True)
 
     async def send(self, mail: OutgoingMail) -> str:
         data = to_mime(mail, self.sender).as_bytes()
+        await self.admission()
         await asyncio.to_thread(_write_atomically, self.folder / f"{mail.recipient_id}.eml", data)
         return f"outbox-{uuid.uuid4()}"
 

@@ -27,7 +27,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(predicate: Callable[[], T], timeout_s: float = 10.0, what: str = "condition") -> T:
+def wait_until(
+    predicate: Callable[[], T], timeout_s: float = 10.0, what: str = "condition", every_s: float = 0.05
+) -> T:
     """Poll `predicate` until it returns something truthy; fail after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     last_error: Exception | None = None
@@ -38,7 +40,7 @@ def wait_until(predicate: Callable[[], T], timeout_s: float = 10.0, what: str = 
                 return value
         except Exception as error:  # the server may still be starting
             last_error = error
-        time.sleep(0.05)
+        time.sleep(every_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last error: {last_error!r})")
 
 

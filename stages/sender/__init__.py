@@ -46,11 +46,13 @@ async def run(ctx: StageContext) -> None:
         rate = await settle_rate(ctx, backend)
         limit = in_flight_limit(rate, settings.ses.max_in_flight)
         ctx.log.info("sending through %s at %.1f/s, %d in flight at most", backend.name, rate, limit)
+        limiter = RateLimiter(rate)
+        backend.admission = limiter.admit
         sender = Sender(
             ctx=ctx,
             backend=backend,
             contents=ContentCache(reader),
-            limiter=RateLimiter(rate),
+            limiter=limiter,
             pixel=lambda recipient_id: pixel_tag(settings.server_url, key, recipient_id),
             in_flight_limit=limit,
         )
@@ -61,17 +63,26 @@ async def run(ctx: StageContext) -> None:
 
 
 async def settle_rate(ctx: StageContext, backend: MailBackend) -> float:
-    """MAX_SEND_PER_SECOND when set, else SES's MaxSendRate, else SES's starting rate."""
+    """MAX_SEND_PER_SECOND when set, else SES's MaxSendRate, else SES's starting rate.
+
+    The quota is read either way: the first call also pays the client's lazy set-up
+    (credentials, endpoint rules), which would otherwise stall the first sends.
+    """
     configured = ctx.settings.ses.max_send_per_s
-    if configured is not None:
-        return configured
     try:
         quota = await backend.quota()
     except Exception as problem:  # SES unreachable at start: start carefully, AIMD adjusts
-        ctx.log.warning(
-            "could not read the SES quota (%s); starting at %.0f/s", type(problem).__name__, SES_STARTING_RATE_PER_S
+        ctx.log.warning("could not read the SES quota (%s)", type(problem).__name__)
+        quota = None
+    if quota is not None:
+        ctx.log.info(
+            "SES quota: %.0f/s, %.0f per 24 h, %.0f used",
+            quota.max_send_rate,
+            quota.max_24_hour_send,
+            quota.sent_last_24_hours,
         )
-        return SES_STARTING_RATE_PER_S
+    if configured is not None:
+        return configured
     if quota is None or quota.max_send_rate <= 0:
         return SES_STARTING_RATE_PER_S
     return quota.max_send_rate

@@ -146,7 +146,7 @@ class Sender:
             await self.slots.acquire()
             try:
                 await self.gate.wait_open()
-                await self.limiter.acquire()
+                await self.limiter.pace()
             except asyncio.CancelledError:
                 self.slots.release()
                 raise

@@ -16,9 +16,9 @@ import statistics
 import time
 
 from bench.common import arrivals, fake_ses_process, machine, running_tree, ses_env, wait_sent
+from config.settings import SesSettings
 from pipeline.mail import build, prepare
 from pipeline.ses import open_backend
-from config.settings import SesSettings
 from stages.sender import in_flight_limit
 from tests.helpers import campaign
 

@@ -62,6 +62,8 @@ class SesSettings:
     max_send_per_s: float | None = None
     # The cap on concurrent SES calls; the sender derives its own limit from the rate below it.
     max_in_flight: int = 256
+    # How often the sender re-reads the 24-hour quota from GetAccount.
+    quota_refresh_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,9 +214,27 @@ def _backend(reader: _Reader, from_email: str | None) -> tuple[EmailBackend, str
     return "outbox", "invalid"
 
 
+def _from_email(reader: _Reader) -> str | None:
+    """The sender, `addr` or `Name <addr>`, checked so a typo fails at start, not per send."""
+    from email.utils import parseaddr
+
+    from email_validator import EmailNotValidError, validate_email
+
+    value = reader.raw("AWS_SES_FROM_EMAIL")
+    if value is None:
+        return None
+    _, address = parseaddr(value)
+    try:
+        validate_email(address, check_deliverability=False)
+    except EmailNotValidError as problem:
+        reader.problems.append(f"AWS_SES_FROM_EMAIL: {value!r} is not a usable address ({problem})")
+        return None
+    return value
+
+
 def _ses(reader: _Reader) -> SesSettings:
     defaults = SesSettings()
-    from_email = reader.raw("AWS_SES_FROM_EMAIL")
+    from_email = _from_email(reader)
     backend, reason = _backend(reader, from_email)
     rate: float | None = None
     if reader.raw("MAX_SEND_PER_SECOND") is not None:
@@ -228,6 +248,7 @@ def _ses(reader: _Reader) -> SesSettings:
         outbox_dir=Path(reader.raw("OUTBOX_DIR") or defaults.outbox_dir),
         max_send_per_s=rate,
         max_in_flight=reader.integer("SES_MAX_IN_FLIGHT", defaults.max_in_flight, low=1, high=1024),
+        quota_refresh_s=reader.number("SES_QUOTA_REFRESH_S", defaults.quota_refresh_s, minimum=0),
     )
 
 

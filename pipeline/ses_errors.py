@@ -7,12 +7,11 @@ sending; only permanent rejections fail the recipient, with SES's code and messa
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from enum import Enum
 from typing import Final
 
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ClientError, ParamValidationError
 
 
 class Verdict(Enum):
@@ -44,21 +43,16 @@ MAX_MESSAGE_CHARS: Final = 1000
 
 
 def classify(error: BaseException) -> Classified:
-    """Sort one failed send into a Verdict."""
+    """Sort one failed send into a Verdict.
+
+    Anything that is not SES's own answer (connection refused, reset, timeouts, and any
+    error we do not know) is transient: retried, never recorded as a failure. The one
+    local exception is a request botocore refuses to build, which no retry can fix.
+    """
     if isinstance(error, ClientError):
         return _classify_client_error(error)
-    if isinstance(error, (HTTPClientError, OSError, asyncio.TimeoutError)):
-        return Classified(Verdict.TRANSIENT, type(error).__name__, _short(str(error)))
-    if isinstance(error, BotoCoreError):  # parameter validation and the like: our request is wrong
-        return Classified(Verdict.PERMANENT, type(error).__name__, _short(str(error)))
-    try:
-        import aiohttp
-
-        if isinstance(error, aiohttp.ClientError):
-            return Classified(Verdict.TRANSIENT, type(error).__name__, _short(str(error)))
-    except ImportError:  # pragma: no cover - aiohttp is a dependency
-        pass
-    return Classified(Verdict.TRANSIENT, type(error).__name__, _short(str(error)))
+    verdict = Verdict.PERMANENT if isinstance(error, ParamValidationError) else Verdict.TRANSIENT
+    return Classified(verdict, type(error).__name__, _short(str(error)))
 
 
 def _classify_client_error(error: ClientError) -> Classified:

@@ -19,12 +19,11 @@ from pipeline.runtime import BootError, StageContext
 from pipeline.ses import MailBackend, open_backend
 from pipeline.tracking import pixel_tag
 from stages.sender.contents import ContentCache
-from stages.sender.sending import ACCOUNT_PAUSE_S, Sender
+from stages.sender.sending import Sender
 
 MIN_IN_FLIGHT = 8
 # Enough calls in flight to hold the rate with up to this much SES latency.
 LATENCY_HEADROOM_S = 1.0
-QUOTA_REFRESH_S = 60.0
 
 
 def in_flight_limit(rate_per_s: float, cap: int) -> int:
@@ -89,16 +88,15 @@ async def settle_rate(ctx: StageContext, backend: MailBackend) -> float:
 
 
 async def watch_quota(ctx: StageContext, backend: MailBackend, sender: Sender) -> None:
-    """Hold the backlog while the 24-hour quota is used up, instead of failing it."""
+    """Keep the sender's view of the 24-hour quota fresh (it holds the backlog at zero)."""
+    if backend.name == "outbox":
+        return
     while True:
         try:
             quota = await backend.quota()
-        except Exception as problem:
+        except Exception as problem:  # keep the last budget; SES errors pause sending anyway
             ctx.log.debug("quota check failed: %s", type(problem).__name__)
-            quota = None
-        if quota is None and backend.name == "outbox":
-            return
-        if quota is not None and quota.remaining <= 0:
-            ctx.log.warning("the SES 24-hour quota is used up; holding the backlog")
-            sender.gate.pause(sender.gate.clock(), ACCOUNT_PAUSE_S, "daily quota used up")
-        await asyncio.sleep(QUOTA_REFRESH_S)
+        else:
+            if quota is not None:
+                sender.set_quota_remaining(quota.remaining)
+        await asyncio.sleep(ctx.settings.ses.quota_refresh_s)

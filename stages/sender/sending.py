@@ -81,9 +81,13 @@ class Sender:
     counts: Counter[str] = field(default_factory=Counter)
     held: int = 0
     promised: int = 0
+    # Sends the 24-hour quota still allows, as a total of counts["sent"] (see watch_quota).
+    quota_budget: float = float("inf")
+    quota_held: bool = False
     _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _work: asyncio.Event = field(default_factory=asyncio.Event)
     _flush: asyncio.Event = field(default_factory=asyncio.Event)
+    _quota_changed: asyncio.Event = field(default_factory=asyncio.Event)
     slots: asyncio.Semaphore = field(init=False)
 
     def __post_init__(self) -> None:
@@ -143,6 +147,7 @@ class Sender:
         """Wait for work, a slot, the gate and the limiter, in that order; then send one."""
         while True:
             await self.wait_for_work()
+            await self.wait_for_quota()
             await self.slots.acquire()
             try:
                 await self.gate.wait_open()
@@ -166,6 +171,23 @@ class Sender:
             self._work.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._work.wait(), timeout)
+
+    async def wait_for_quota(self) -> None:
+        """Hold the backlog while the 24-hour quota is used up, instead of failing it."""
+        while self.counts["sent"] + len(self.tasks) >= self.quota_budget:
+            if not self.quota_held:
+                self.quota_held = True
+                self.ctx.log.warning("the SES 24-hour quota is used up; holding the backlog until it frees")
+            self._quota_changed.clear()
+            await self._quota_changed.wait()
+        if self.quota_held:
+            self.quota_held = False
+            self.ctx.log.info("SES quota available again; sending")
+
+    def set_quota_remaining(self, remaining: float) -> None:
+        """What GetAccount says is left, counted from the sends made so far."""
+        self.quota_budget = self.counts["sent"] + len(self.tasks) + remaining
+        self._quota_changed.set()
 
     def pop_next(self) -> Recipient | None:
         if self.retries and self.retries[0][0] <= time.monotonic():

@@ -212,3 +212,19 @@ def test_scheduled_work_found_after_restart_keeps_its_time(make_tree: Callable[.
     wait_until(lambda: any(eml.glob("*.eml")), 15, "the scheduled mail")
     sent_at = time.time()
     assert int(due) <= sent_at < int(due) + 2.0
+
+
+def test_a_used_up_daily_quota_holds_the_backlog_instead_of_failing_it(
+    make_tree: Callable[..., Tree], fake_ses: FakeSes
+) -> None:
+    fake_ses.max_24_hour_send = 5
+    tree = make_tree(ses_env(fake_ses.url, MAX_SEND_PER_SECOND="50", SES_QUOTA_REFRESH_S="0.5"))
+    assert tree.post("/v1/messages", campaign([f"u{i}@example.com" for i in range(12)]))[0] == 200
+    # Given five sends use up the quota, the rest is held: not sent, not failed
+    wait_until(lambda: "24-hour quota is used up" in tree.log(), 15, "the sender to hold the backlog")
+    statuses = tree.statuses()
+    assert statuses.get("sent") == 5 and "failed" not in statuses
+    assert len(fake_ses.sent()) == 5
+    # When the quota frees up, the held recipients go out
+    fake_ses.max_24_hour_send = 1000
+    wait_until(lambda: tree.statuses() == {"sent": 12}, 15, "the held recipients to be sent")

@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import SUPERVISOR, Tree, campaign, wait_until
 
 STAGES = {"recorder", "sender", "scheduler", "ingest"}
@@ -45,13 +47,32 @@ def test_kill_9_of_a_stage_restarts_it_and_ready_turns_green_again(make_tree: Ca
     wait_until(lambda: tree.statuses().get("sent") == 1, 10, "the recipient to be sent")
 
 
-def test_sigterm_drains_and_exits_0_with_a_consistent_database(make_tree: Callable[..., Tree]) -> None:
+def test_ready_answers_503_naming_what_is_missing(make_tree: Callable[..., Tree]) -> None:
+    tree = make_tree()
+    recorder = tree.children()["recorder"]
+    # Given the recorder stops answering (frozen, not dead: the supervisor sees nothing)
+    os.kill(recorder, signal.SIGSTOP)
+    try:
+        status, body, _ = tree.get("/ready")
+        assert status == 503
+        assert body["status"] == "not ready"
+        assert "the recorder does not answer" in body["problems"]
+        assert tree.get("/health")[0] == 200, "liveness is about ingest alone"
+    finally:
+        os.kill(recorder, signal.SIGCONT)
+    tree.wait_ready(timeout_s=10)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_drains_and_exits_0_with_a_consistent_database(
+    make_tree: Callable[..., Tree], signum: int
+) -> None:
     tree = make_tree({"MAX_SEND_PER_SECOND": "20"})
     emails = [f"user{i}@example.com" for i in range(100)]
     assert tree.post("/v1/messages", campaign(emails))[0] == 200
     wait_until(lambda: tree.statuses().get("sent", 0) >= 5, 10, "sending to start")
     started = time.monotonic()
-    tree.signal(signal.SIGTERM)
+    tree.signal(signum)
     assert tree.wait_exit(timeout_s=10) == 0
     assert time.monotonic() - started < 5.0, "the drain must fit in honcho's 5 s"
     statuses = tree.statuses()

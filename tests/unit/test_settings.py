@@ -73,6 +73,7 @@ def test_secrets_never_appear_in_repr() -> None:
         ({"TIMEZONE": "Mars/Olympus"}, "TIMEZONE: 'Mars/Olympus' is not an IANA time zone"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL: 'LOUD' is not one of"),
         ({"SERVER_URL": "ftp://x"}, "SERVER_URL: 'ftp://x' is not an http(s) URL"),
+        ({"AWS_SES_FROM_EMAIL": "news@"}, "AWS_SES_FROM_EMAIL: 'news@' is not a usable address"),
     ],
 )
 def test_bad_values_name_the_variable(environ: dict[str, str], problem: str) -> None:
@@ -100,6 +101,12 @@ def test_auto_backend_needs_credentials_and_a_sender() -> None:
 )
 def test_database_urls(url: str, path: str) -> None:
     assert parse_database_url(url) == Path(path)
+
+
+def test_sender_with_a_display_name_is_accepted() -> None:
+    assert load({"AWS_SES_FROM_EMAIL": "Newsletter <news@example.com>"}).ses.from_email == (
+        "Newsletter <news@example.com>"
+    )
 
 
 def test_local_server_url_is_detected() -> None:

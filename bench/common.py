@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tests.helpers import ROOT, Tree, wait_until
+from tests.helpers import ses_env as tests_ses_env
 
 
 @contextlib.contextmanager
@@ -58,15 +59,7 @@ def running_tree(env: dict[str, str]) -> Iterator[Tree]:
 
 
 def ses_env(url: str, rate: float) -> dict[str, str]:
-    return {
-        "EMAIL_BACKEND": "ses",
-        "AWS_SES_FROM_EMAIL": "news@example.org",
-        "AWS_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_ENDPOINT_URL_SESV2": url,
-        "MAX_SEND_PER_SECOND": str(rate),
-    }
+    return tests_ses_env(url, MAX_SEND_PER_SECOND=str(rate))
 
 
 def wait_sent(tree: Tree, count: int, timeout_s: float) -> None:

@@ -132,6 +132,8 @@ class Claimed(Message):
     recipients: tuple[Recipient, ...]
     # The earliest due time still waiting, so the scheduler knows when to wake.
     next_due_ms: int | None
+    # The recorder's claim counter: lets the sender drop work claimed before a cancel.
+    claim_seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +141,64 @@ class Deliver(Message):
     """Scheduler to sender: send these."""
 
     recipients: tuple[Recipient, ...]
+    claim_seq: int = 0
+
+
+# --- cancel / pause / resume a topic --------------------------------------------------
+# ingest --HoldTopic--> sender --HoldTopicRows--> recorder --TopicHeld--> ingest and sender
+# The sender is the serialisation point: it stops its own work on the topic first, so
+# nothing of the topic reaches SES after ingest answers.
+
+
+@dataclass(frozen=True, slots=True)
+class HoldTopic(Message):
+    """Stop sending a topic: `hold` is the status its unsent rows get (cancelled or paused)."""
+
+    corr_id: int
+    reply_to: str
+    topic_id: str
+    hold: str
+
+
+@dataclass(frozen=True, slots=True)
+class HoldTopicRows(Message):
+    """Sender to recorder: hold every unsent row of the topic except `keep` (in SES calls,
+    or sent with the outcome not yet recorded)."""
+
+    corr_id: int
+    reply_to: str
+    topic_id: str
+    hold: str
+    keep: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TopicHeld(Message):
+    """The rows are held. Sent to the asker and to the sender (which drops work claimed
+    before `claim_seq`)."""
+
+    corr_id: int
+    topic_id: str
+    hold: str
+    count: int
+    found: bool
+    claim_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeTopic(Message):
+    corr_id: int
+    reply_to: str
+    topic_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TopicResumed(Message):
+    corr_id: int
+    topic_id: str
+    count: int
+    found: bool
+    next_due_ms: int | None
 
 
 # --- sender -> recorder: outcomes ----------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -40,6 +41,13 @@ class Quota:
 
 
 Admission = Callable[[], Awaitable[None]]
+# The recipient whose call is being made, for the admission check at the wire.
+CURRENT_RECIPIENT: contextvars.ContextVar[int] = contextvars.ContextVar("current_recipient")
+
+
+class SendWithdrawn(Exception):
+    """Raised by the admission check: the recipient was held (cancelled or paused) before its
+    request left, so it must not leave at all."""
 
 
 async def admit_at_once() -> None:

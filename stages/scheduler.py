@@ -90,7 +90,7 @@ async def run(ctx: StageContext) -> None:
         wait_s = state.sleep_s(now)
         message = await ctx.inbox.get() if wait_s is None else await ctx.inbox.get_within(wait_s)
         if message is not None:
-            await handle(ctx, state, message, sender)
+            await handle(ctx, state, message)
     ctx.log.info("scheduler done: %d recipient(s) claimed", state.claimed_total)
     for outbox in (recorder, sender):
         try:
@@ -99,15 +99,15 @@ async def run(ctx: StageContext) -> None:
             ctx.log.warning("could not tell %s that the scheduler stopped", outbox.name)
 
 
-async def handle(ctx: StageContext, state: SchedulerState, message: Message, sender: object) -> None:
+async def handle(ctx: StageContext, state: SchedulerState, message: Message) -> None:
     match message:
         case Demand(count=count):
             state.demand += count
         case WorkAdded(due_at_ms=due):
             state.on_work_added(due)
-        case Claimed(recipients=recipients):
+        case Claimed(recipients=recipients, claim_seq=claim_seq):
             state.on_claimed(message)
             if recipients:
-                await ctx.outboxes["sender"].put(Deliver(recipients))
+                await ctx.outboxes["sender"].put(Deliver(recipients, claim_seq))
         case _:
             pass  # WakeUp (stopping) or a stray reply

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes.fake_ses import FakeSes
 from tests.helpers import Tree
 
 
@@ -23,3 +24,11 @@ def make_tree(tmp_path: Path) -> Iterator[Callable[..., Tree]]:
     yield make
     for tree in trees:
         tree.stop()
+
+
+@pytest.fixture
+def fake_ses() -> Iterator[FakeSes]:
+    """Our fake SES v2 on 127.0.0.1: latency, throttling, rejections and outages on demand."""
+    fake = FakeSes().start()
+    yield fake
+    fake.stop()

@@ -176,3 +176,20 @@ def campaign(
     }
     body.update(extra)
     return body
+
+
+SES_FROM = "news@example.org"
+
+
+def ses_env(endpoint: str, **extra: str) -> dict[str, str]:
+    """Settings that point the tree's SES backend at a local endpoint (moto or the fake)."""
+    return {
+        "EMAIL_BACKEND": "ses",
+        "AWS_SES_FROM_EMAIL": SES_FROM,
+        "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_ENDPOINT_URL_SESV2": endpoint,
+        "AWS_ENDPOINT_URL_SES": endpoint,
+        **extra,
+    }

@@ -51,6 +51,10 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         value TEXT NOT NULL
     );
     """,
+    # 2: fair claims walk the topics that have pending work, and take from each in turn.
+    """
+    CREATE INDEX recipients_pending_topic ON recipients (topic_id, due_at_ms, id) WHERE status = 'pending';
+    """,
 )
 TRACKING_KEY: Final = "tracking_hmac_key"
 BUSY_TIMEOUT_MS: Final = 5000

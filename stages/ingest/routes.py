@@ -11,3 +11,8 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/health", views.health)
     app.router.add_get("/ready", views.ready)
     app.router.add_post("/v1/messages", views.post_messages)
+    # Topic ids may hold "/" (sent encoded): the id is the rest of the path.
+    app.router.add_post("/v1/topics/{topic_id:.+}/pause", views.pause_topic)
+    app.router.add_post("/v1/topics/{topic_id:.+}/resume", views.resume_topic)
+    app.router.add_get("/v1/topics/{topic_id:.+}", views.get_topic)
+    app.router.add_delete("/v1/topics/{topic_id:.+}", views.cancel_topic)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -12,9 +13,21 @@ from typing import Any
 from aiohttp import web
 
 from pipeline.channels import ChannelFull
-from pipeline.messages import Message, Ping, Refused, Stored, StoreMessages, WorkAdded
+from pipeline.db.queries import topic_counts
+from pipeline.messages import (
+    HoldTopic,
+    Message,
+    Ping,
+    Refused,
+    ResumeTopic,
+    Stored,
+    StoreMessages,
+    TopicHeld,
+    TopicResumed,
+    WorkAdded,
+)
 from stages.ingest.app import CTX, DB, REPLIES
-from stages.ingest.campaigns import parse_campaign
+from stages.ingest.campaigns import MAX_TOPIC_CHARS, iso_utc, parse_campaign
 from stages.ingest.errors import ApiError, unavailable
 
 RECORDER_TIMEOUT_S = 10.0
@@ -95,13 +108,16 @@ def idempotency_key(request: web.Request) -> str | None:
 
 async def ask_recorder(request: web.Request, store: StoreMessages) -> Message:
     """Send the store request and wait for the commit; 503 when the recorder cannot answer."""
+    return await ask(request, "recorder", lambda corr_id: replace(store, corr_id=corr_id))
+
+
+async def ask(request: web.Request, stage: str, build: Callable[[int], Message]) -> Message:
+    """Ask a stage and wait for the reply; 503 (nothing done) when it cannot answer in time."""
     ctx = request.app[CTX]
     try:
-        return await request.app[REPLIES].ask(
-            ctx.outboxes["recorder"], lambda corr_id: replace(store, corr_id=corr_id), RECORDER_TIMEOUT_S
-        )
+        return await request.app[REPLIES].ask(ctx.outboxes[stage], build, RECORDER_TIMEOUT_S)
     except (TimeoutError, ChannelFull):
-        raise unavailable("the recorder did not confirm the write; nothing was acknowledged, retry") from None
+        raise unavailable(f"the {stage} did not confirm in time; retry") from None
 
 
 async def wake_scheduler(request: web.Request, due_at_ms: int) -> None:
@@ -113,3 +129,63 @@ async def wake_scheduler(request: web.Request, due_at_ms: int) -> None:
 
 def retry_after(status: int) -> dict[str, str]:
     return {"Retry-After": "2"} if status == 503 else {}
+
+
+def topic_id_of(request: web.Request) -> str:
+    topic_id = request.match_info["topic_id"]
+    if len(topic_id) > MAX_TOPIC_CHARS:
+        raise ApiError(400, "invalid_path", f"at most {MAX_TOPIC_CHARS} characters", "topic_id")
+    return topic_id
+
+
+async def hold(request: web.Request, status: str) -> web.Response:
+    """Cancel or pause: the sender stops first, then the recorder holds the rest, exactly."""
+    topic_id = topic_id_of(request)
+    reply = await ask(request, "sender", lambda corr_id: HoldTopic(corr_id, "ingest", topic_id, status))
+    assert isinstance(reply, TopicHeld)
+    if not reply.found:
+        raise ApiError(404, "not_found", "no recipients were ever posted for this topic", "topic_id")
+    return web.json_response({"topic_id": topic_id, status: reply.count})
+
+
+async def cancel_topic(request: web.Request) -> web.Response:
+    """Cancel every recipient of the topic that has not been handed to SES."""
+    return await hold(request, "cancelled")
+
+
+async def pause_topic(request: web.Request) -> web.Response:
+    """Stop sending the topic, keeping its recipients for a resume."""
+    return await hold(request, "paused")
+
+
+async def resume_topic(request: web.Request) -> web.Response:
+    """Paused recipients go back to the queue, at their original due times."""
+    topic_id = topic_id_of(request)
+    reply = await ask(request, "recorder", lambda corr_id: ResumeTopic(corr_id, "ingest", topic_id))
+    assert isinstance(reply, TopicResumed)
+    if not reply.found:
+        raise ApiError(404, "not_found", "no recipients were ever posted for this topic", "topic_id")
+    if reply.count and reply.next_due_ms is not None:
+        await wake_scheduler(request, reply.next_due_ms)
+    return web.json_response({"topic_id": topic_id, "resumed": reply.count})
+
+
+async def get_topic(request: web.Request) -> web.Response:
+    """Totals by status for one topic."""
+    topic_id = topic_id_of(request)
+    counts = await topic_counts(request.app[DB], topic_id)
+    if counts is None:
+        raise ApiError(404, "not_found", "no recipients were ever posted for this topic", "topic_id")
+    first, last = counts.pop("first_sent_at_ms"), counts.pop("last_sent_at_ms")
+    return web.json_response(
+        {
+            "topic_id": topic_id,
+            **counts,
+            "first_sent_at": iso_ms(first),
+            "last_sent_at": iso_ms(last),
+        }
+    )
+
+
+def iso_ms(value: int | None) -> str | None:
+    return None if value is None else iso_utc(datetime.fromtimestamp(value / 1000, UTC))

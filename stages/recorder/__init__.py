@@ -10,26 +10,29 @@ It returns once every producer has sent EndOfStream, or at its drain deadline.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable
 
 from pipeline.channels import WRITES_TO, ChannelFull, describe
 from pipeline.db.schema import open_writer
 from pipeline.messages import (
     ClaimDue,
     EndOfStream,
+    HoldTopicRows,
     Message,
     Ping,
     Pong,
     RecordOutcomes,
     Refused,
+    ResumeTopic,
     StoreMessages,
     WakeUp,
 )
 from pipeline.runtime import BootError, StageContext
 from stages.recorder import writes
+from stages.recorder.claims import ClaimState, claim_due
 
 MAX_BATCH = 256
 REPLY_TIMEOUT_S = 2.0
@@ -52,13 +55,13 @@ async def run(ctx: StageContext) -> None:
         if requeued:
             ctx.log.warning("requeued %d recipient(s) claimed before the last stop", requeued)
         ctx.ready()
-        counts = await serve(ctx, conn)
+        counts = await serve(ctx, Writer(conn))
         ctx.log.info("recorder done: %s", dict(counts) or "nothing written")
     finally:
         conn.close()
 
 
-async def serve(ctx: StageContext, conn: sqlite3.Connection) -> Counter[str]:
+async def serve(ctx: StageContext, writer: Writer) -> Counter[str]:
     loop = asyncio.get_running_loop()
     waiting_for = set(PRODUCERS)
     deadline: float | None = None
@@ -74,7 +77,7 @@ async def serve(ctx: StageContext, conn: sqlite3.Connection) -> Counter[str]:
         for message in batch:
             if isinstance(message, EndOfStream):
                 waiting_for.discard(message.sender)
-        replies = apply_batch(ctx, conn, batch, counts)
+        replies = apply_batch(writer, ctx.log, batch, counts)
         await send_replies(ctx, replies)
     return counts
 
@@ -90,46 +93,69 @@ def take_batch(ctx: StageContext, first: Message) -> list[Message]:
     return batch
 
 
-def apply_batch(ctx: StageContext, conn: sqlite3.Connection, batch: list[Message], counts: Counter[str]) -> list[Reply]:
+class Writer:
+    """Applies each request to the database and says whom to answer."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.claims = ClaimState()
+
+    def apply(self, message: Message, now: int) -> list[Reply]:
+        conn = self.conn
+        match message:
+            case StoreMessages():
+                return [(message.reply_to, writes.store_messages(conn, message, now))]
+            case ClaimDue():
+                return [(message.reply_to, claim_due(conn, message, self.claims))]
+            case RecordOutcomes():
+                return [(message.reply_to, writes.record_outcomes(conn, message))]
+            case HoldTopicRows():
+                held = writes.hold_topic(conn, message, self.claims.seq)
+                # The sender needs it too: it drops work claimed before this point.
+                return [(message.reply_to, held), ("sender", held)]
+            case ResumeTopic():
+                return [(message.reply_to, writes.resume_topic(conn, message.corr_id, message.topic_id))]
+            case Ping():
+                conn.execute("SELECT 1").fetchone()
+                return [(message.reply_to, Pong(message.corr_id))]
+        raise TypeError(f"the recorder does not handle {describe(message)}")
+
+
+def apply_batch(writer: Writer, log: logging.Logger, batch: list[Message], counts: Counter[str]) -> list[Reply]:
     """One transaction for the whole batch; one savepoint per request."""
     work = [m for m in batch if not isinstance(m, (EndOfStream, WakeUp))]
     if not work:
         return []
-    now = now_ms()
+    conn, now = writer.conn, now_ms()
     replies: list[Reply] = []
     try:
         conn.execute("BEGIN IMMEDIATE")
         for message in work:
-            reply = apply_one(ctx, conn, message, now)
-            if reply is not None:
-                replies.append(reply)
-                counts[describe(message)] += 1
+            replies.extend(apply_one(writer, log, message, now))
+            counts[describe(message)] += 1
         conn.execute("COMMIT")
     except sqlite3.Error as problem:
-        ctx.log.error("commit failed, nothing in this batch was stored: %s", problem)
+        log.error("commit failed, nothing in this batch was stored: %s", problem)
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         return refuse_stores(work, f"the database cannot take writes: {problem}")
     return replies
 
 
-def apply_one(ctx: StageContext, conn: sqlite3.Connection, message: Message, now: int) -> Reply | None:
-    handler = HANDLERS.get(type(message))
-    if handler is None:
-        ctx.log.error("dropped an unexpected %s", describe(message))
-        return None
+def apply_one(writer: Writer, log: logging.Logger, message: Message, now: int) -> list[Reply]:
+    conn = writer.conn
     conn.execute("SAVEPOINT one")
     try:
-        reply = handler(conn, message, now)
-    except sqlite3.Error as problem:
+        replies = writer.apply(message, now)
+    except (sqlite3.Error, TypeError) as problem:
         conn.execute("ROLLBACK TO one")
         conn.execute("RELEASE one")
-        ctx.log.error("%s failed and was rolled back: %s", describe(message), problem)
+        log.error("%s failed and was rolled back: %s", describe(message), problem)
         if isinstance(message, StoreMessages):
-            return message.reply_to, Refused(message.corr_id, 503, "storage_error", "could not store")
-        return None
+            return [(message.reply_to, Refused(message.corr_id, 503, "storage_error", "could not store"))]
+        return []
     conn.execute("RELEASE one")
-    return reply
+    return replies
 
 
 def refuse_stores(work: list[Message], why: str) -> list[Reply]:
@@ -149,32 +175,3 @@ async def send_replies(ctx: StageContext, replies: list[Reply]) -> None:
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def _store(conn: sqlite3.Connection, m: Message, now: int) -> Reply:
-    assert isinstance(m, StoreMessages)
-    return m.reply_to, writes.store_messages(conn, m, now)
-
-
-def _claim(conn: sqlite3.Connection, m: Message, now: int) -> Reply:
-    assert isinstance(m, ClaimDue)
-    return m.reply_to, writes.claim_due(conn, m)
-
-
-def _outcomes(conn: sqlite3.Connection, m: Message, now: int) -> Reply:
-    assert isinstance(m, RecordOutcomes)
-    return m.reply_to, writes.record_outcomes(conn, m)
-
-
-def _ping(conn: sqlite3.Connection, m: Message, now: int) -> Reply:
-    assert isinstance(m, Ping)
-    conn.execute("SELECT 1").fetchone()
-    return m.reply_to, Pong(m.corr_id)
-
-
-HANDLERS: dict[type[Message], Callable[[sqlite3.Connection, Message, int], Reply]] = {
-    StoreMessages: _store,
-    ClaimDue: _claim,
-    RecordOutcomes: _outcomes,
-    Ping: _ping,
-}

@@ -11,11 +11,9 @@ import sqlite3
 from collections.abc import Iterable
 
 from pipeline.messages import (
-    ClaimDue,
-    Claimed,
+    HoldTopicRows,
     Outcome,
     OutcomesRecorded,
-    Recipient,
     RecordOutcomes,
     Refused,
     Released,
@@ -23,6 +21,8 @@ from pipeline.messages import (
     Sent,
     Stored,
     StoreMessages,
+    TopicHeld,
+    TopicResumed,
 )
 
 IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
@@ -72,20 +72,6 @@ def _earlier_answer(conn: sqlite3.Connection, request: StoreMessages, now_ms: in
             "this Idempotency-Key was used with a different body",
         )
     return Stored(request.corr_id, row[1], replayed=True)
-
-
-def claim_due(conn: sqlite3.Connection, request: ClaimDue) -> Claimed:
-    """Atomically mark up to `limit` due rows as sending, oldest due first."""
-    rows = conn.execute(
-        "UPDATE recipients SET status = 'sending' WHERE id IN ("
-        " SELECT id FROM recipients WHERE status = 'pending' AND due_at_ms <= ?"
-        " ORDER BY due_at_ms, id LIMIT ?)"
-        " RETURNING id, email, topic_id, content_id, due_at_ms",
-        (request.now_ms, request.limit),
-    ).fetchall()
-    rows.sort(key=lambda row: (row[4], row[0]))
-    recipients = tuple(Recipient(row[0], row[1], row[2], row[3]) for row in rows)
-    return Claimed(request.corr_id, recipients, next_due_ms(conn))
 
 
 def next_due_ms(conn: sqlite3.Connection) -> int | None:
@@ -140,3 +126,38 @@ def forget_old_idempotency_keys(conn: sqlite3.Connection, now_ms: int) -> int:
     return conn.execute(
         "DELETE FROM idempotency_keys WHERE created_at_ms <= ?", (now_ms - IDEMPOTENCY_TTL_MS,)
     ).rowcount
+
+
+# What a hold may move: sent and failed rows keep their outcome; a pause keeps cancels.
+HOLDABLE = {"cancelled": ("pending", "paused", "sending"), "paused": ("pending", "sending")}
+
+
+def topic_exists(conn: sqlite3.Connection, topic_id: str) -> bool:
+    return conn.execute("SELECT 1 FROM recipients WHERE topic_id = ? LIMIT 1", (topic_id,)).fetchone() is not None
+
+
+def hold_topic(conn: sqlite3.Connection, request: HoldTopicRows, claim_seq: int) -> TopicHeld:
+    """Cancel or pause every unsent row of the topic, except those the sender may have sent."""
+    if not topic_exists(conn, request.topic_id):
+        return TopicHeld(request.corr_id, request.topic_id, request.hold, 0, False, claim_seq)
+    statuses = HOLDABLE[request.hold]
+    marks = ", ".join("?" for _ in statuses)
+    count = conn.execute(
+        f"UPDATE recipients SET status = ? WHERE topic_id = ? AND status IN ({marks})"
+        " AND id NOT IN (SELECT value FROM json_each(?))",
+        (request.hold, request.topic_id, *statuses, json.dumps(request.keep)),
+    ).rowcount
+    return TopicHeld(request.corr_id, request.topic_id, request.hold, count, True, claim_seq)
+
+
+def resume_topic(conn: sqlite3.Connection, corr_id: int, topic_id: str) -> TopicResumed:
+    """Paused rows go back to pending; the answer says when the earliest is due."""
+    if not topic_exists(conn, topic_id):
+        return TopicResumed(corr_id, topic_id, 0, False, None)
+    count = conn.execute(
+        "UPDATE recipients SET status = 'pending' WHERE topic_id = ? AND status = 'paused'", (topic_id,)
+    ).rowcount
+    due: int | None = conn.execute(
+        "SELECT MIN(due_at_ms) FROM recipients WHERE status = 'pending' AND topic_id = ?", (topic_id,)
+    ).fetchone()[0]
+    return TopicResumed(corr_id, topic_id, count, True, due)

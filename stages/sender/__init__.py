@@ -46,7 +46,6 @@ async def run(ctx: StageContext) -> None:
         limit = in_flight_limit(rate, settings.ses.max_in_flight)
         ctx.log.info("sending through %s at %.1f/s, %d in flight at most", backend.name, rate, limit)
         limiter = RateLimiter(rate)
-        backend.admission = limiter.admit
         sender = Sender(
             ctx=ctx,
             backend=backend,
@@ -55,6 +54,7 @@ async def run(ctx: StageContext) -> None:
             pixel=lambda recipient_id: pixel_tag(settings.server_url, key, recipient_id),
             in_flight_limit=limit,
         )
+        backend.admission = sender.admit
         watcher = asyncio.create_task(watch_quota(ctx, backend, sender))
         stack.callback(watcher.cancel)
         ctx.ready()

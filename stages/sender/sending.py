@@ -29,6 +29,8 @@ from pipeline.messages import (
     Deliver,
     Demand,
     EndOfStream,
+    HoldTopic,
+    HoldTopicRows,
     Message,
     Outcome,
     OutcomesRecorded,
@@ -37,9 +39,10 @@ from pipeline.messages import (
     Released,
     SendFailed,
     Sent,
+    TopicHeld,
 )
 from pipeline.runtime import StageContext
-from pipeline.ses import MailBackend
+from pipeline.ses import CURRENT_RECIPIENT, MailBackend, SendWithdrawn
 from pipeline.ses_errors import Classified, Verdict, classify
 from stages.sender.contents import ContentCache
 
@@ -81,6 +84,15 @@ class Sender:
     counts: Counter[str] = field(default_factory=Counter)
     held: int = 0
     promised: int = 0
+    # Recipients in an SES call right now, by id; `admitted` of them have left for SES.
+    calling: dict[int, Recipient] = field(default_factory=dict)
+    admitted: set[int] = field(default_factory=set)
+    # In a call but held before admission: the admission check stops them.
+    withdrawn: set[int] = field(default_factory=set)
+    # Topics being held (cancel/pause) until the recorder confirms: arrivals wait here.
+    parked: dict[str, list[tuple[int, Recipient]]] = field(default_factory=dict)
+    # Work of a topic claimed before this claim_seq was held (cancelled or paused): drop it.
+    cut_seq: dict[str, int] = field(default_factory=dict)
     # Sends the 24-hour quota still allows, as a total of counts["sent"] (see watch_quota).
     quota_budget: float = float("inf")
     quota_held: bool = False
@@ -120,19 +132,86 @@ class Sender:
 
     def on_message(self, message: Message) -> None:
         match message:
-            case Deliver(recipients=recipients):
-                self.promised = max(0, self.promised - len(recipients))
-                self.held += len(recipients)
-                if self.ctx.stopping.is_set():
-                    self.outcomes.extend(Released(r.recipient_id) for r in recipients)
-                    self._flush.set()
-                    return
-                self.ready.extend(recipients)
-                self._work.set()
+            case Deliver(recipients=recipients, claim_seq=claim_seq):
+                self.on_deliver(recipients, claim_seq)
             case OutcomesRecorded(corr_id=corr_id):
                 self.on_ack(corr_id)
+            case HoldTopic():
+                self.on_hold(message)
+            case TopicHeld():
+                self.on_held(message)
             case _:
                 pass  # WakeUp: the loop re-checks `stopping`
+
+    def on_deliver(self, recipients: tuple[Recipient, ...], claim_seq: int) -> None:
+        self.promised = max(0, self.promised - len(recipients))
+        kept = []
+        for recipient in recipients:
+            topic = recipient.topic_id
+            if claim_seq < self.cut_seq.get(topic, 0):
+                continue  # claimed before its topic was held: the recorder already moved it
+            if topic in self.parked:
+                self.parked[topic].append((claim_seq, recipient))
+            kept.append(recipient)
+        self.held += len(kept)
+        if self.ctx.stopping.is_set():
+            self.outcomes.extend(Released(r.recipient_id) for r in kept)
+            self._flush.set()
+            return
+        self.ready.extend(r for r in kept if r.topic_id not in self.parked)
+        self._work.set()
+
+    def on_hold(self, request: HoldTopic) -> None:
+        """Stop all work on a topic that has not reached SES, then let the recorder hold the rest."""
+        topic = request.topic_id
+        taken = self.take_topic(topic)
+        self.parked.setdefault(topic, [])
+        # Calls that have not passed admission are withdrawn: they are held with the rest.
+        withdrawing = {r.recipient_id for r in self.calls_of(topic)} - self.admitted
+        self.withdrawn |= withdrawing
+        # Rows that may already be at SES keep their status; their outcome decides it.
+        keep = set(self.calling) - withdrawing
+        keep.update(o.recipient_id for o in self.outcomes)
+        keep.update(o.recipient_id for entry in self.unacked.values() for o in entry.outcomes)
+        self.held -= len(taken)
+        self.ask_for_work()
+        rows = HoldTopicRows(request.corr_id, request.reply_to, topic, request.hold, tuple(sorted(keep)))
+        if not self.ctx.outboxes["recorder"].put_nowait(rows):
+            self.ctx.log.warning("the recorder is not taking messages; the hold of a topic waits for a retry")
+
+    def calls_of(self, topic: str) -> list[Recipient]:
+        return [r for r in self.calling.values() if r.topic_id == topic]
+
+    async def admit(self) -> None:
+        """The wire-level check, run right before a request leaves: the rolling-window cap,
+        then whether the recipient was held while it waited."""
+        await self.limiter.admit()
+        recipient_id = CURRENT_RECIPIENT.get(None)
+        if recipient_id is None:
+            return
+        if recipient_id in self.withdrawn:
+            raise SendWithdrawn(recipient_id)
+        self.admitted.add(recipient_id)
+
+    def take_topic(self, topic: str) -> list[Recipient]:
+        """Remove a topic's recipients from the queue and the retry heap."""
+        taken = [r for r in self.ready if r.topic_id == topic]
+        taken += [entry[2] for entry in self.retries if entry[2].topic_id == topic]
+        if taken:
+            self.ready = deque(r for r in self.ready if r.topic_id != topic)
+            self.retries = [entry for entry in self.retries if entry[2].topic_id != topic]
+            heapq.heapify(self.retries)
+        return taken
+
+    def on_held(self, held: TopicHeld) -> None:
+        """The recorder held the topic at `claim_seq`: parked work claimed before that is dropped."""
+        self.cut_seq[held.topic_id] = max(self.cut_seq.get(held.topic_id, 0), held.claim_seq + 1)
+        parked = self.parked.pop(held.topic_id, [])
+        fresh = [r for seq, r in parked if seq > held.claim_seq]
+        self.held -= len(parked) - len(fresh)
+        self.ready.extend(fresh)
+        self._work.set()
+        self.ask_for_work()
 
     def ask_for_work(self) -> None:
         """Tell the scheduler how much more we can hold, in chunks worth a message."""
@@ -159,6 +238,7 @@ class Sender:
             if recipient is None:
                 self.slots.release()
                 continue
+            self.calling[recipient.recipient_id] = recipient
             task = asyncio.create_task(self.send_one(recipient))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
@@ -195,12 +275,30 @@ class Sender:
         return self.ready.popleft() if self.ready else None
 
     async def send_one(self, recipient: Recipient) -> None:
+        rid = recipient.recipient_id
+        token = CURRENT_RECIPIENT.set(rid)
+        try:
+            await self.call_ses(recipient)
+        except SendWithdrawn:
+            # Held by the recorder with its topic and counted there; never sent.
+            self.held -= 1
+            self.slots.release()
+            self.ask_for_work()
+        finally:
+            CURRENT_RECIPIENT.reset(token)
+            self.admitted.discard(rid)
+            self.withdrawn.discard(rid)
+            self.calling.pop(rid, None)
+
+    async def call_ses(self, recipient: Recipient) -> None:
         try:
             content = self.contents.get(recipient.content_id)
             mail = build(
                 content, recipient.recipient_id, recipient.email, recipient.topic_id, self.pixel(recipient.recipient_id)
             )
             message_id = await self.backend.send(mail)
+        except SendWithdrawn:
+            raise
         except LookupError as missing:
             self.add_outcome(SendFailed(recipient.recipient_id, "ContentMissing", str(missing), now_ms()))
             return

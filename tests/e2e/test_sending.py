@@ -12,28 +12,15 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.fake_ses import FakeSes, max_in_any_window
-from tests.helpers import Tree, campaign, wait_until
+from tests.helpers import SES_FROM as FROM
+from tests.helpers import Tree, campaign, ses_env, wait_until
 
-FROM = "news@example.org"
 KOREAN_SUBJECT = "안녕하세요 🎉 <Sale> & \"quotes\" 'too'"
 HTML = "<html><body><h1>안녕 😀</h1><p>a &amp; b &lt;tag&gt; \"q\" 'x'</p></body></html>"
 PIXEL = re.compile(
     r'<img src="http://127\.0\.0\.1:\d+/v1/events/open\?request_id=(\d+)&amp;sig=[0-9a-f]{32}" '
     r'width="1" height="1" alt="">'
 )
-
-
-def ses_env(endpoint: str, **extra: str) -> dict[str, str]:
-    return {
-        "EMAIL_BACKEND": "ses",
-        "AWS_SES_FROM_EMAIL": FROM,
-        "AWS_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_ENDPOINT_URL_SESV2": endpoint,
-        "AWS_ENDPOINT_URL_SES": endpoint,
-        **extra,
-    }
 
 
 @pytest.fixture
@@ -50,13 +37,6 @@ def moto_url() -> Iterator[str]:
     urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=10).read()
     yield url
     server.stop()
-
-
-@pytest.fixture
-def fake_ses() -> Iterator[FakeSes]:
-    fake = FakeSes().start()
-    yield fake
-    fake.stop()
 
 
 def sent_ids(tree: Tree) -> dict[int, str]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.db.schema import MIGRATIONS
 from tests.helpers import SUPERVISOR, Tree, campaign, wait_until
 
 STAGES = {"recorder", "sender", "scheduler", "ingest"}
@@ -158,13 +159,13 @@ def test_migrations_create_the_schema_once(make_tree: Callable[..., Tree], tmp_p
     first = subprocess.run(
         [sys.executable, str(SUPERVISOR), "migrate"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30
     )
-    assert first.returncode == 0 and "1 migration(s) applied" in first.stderr
+    assert first.returncode == 0 and f"{len(MIGRATIONS)} migration(s) applied" in first.stderr
     second = subprocess.run(
         [sys.executable, str(SUPERVISOR), "migrate"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30
     )
     assert second.returncode == 0 and "0 migration(s) applied" in second.stderr
     with sqlite3.connect(tmp_path / "m.db") as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"contents", "recipients", "idempotency_keys", "server_secrets"} <= tables

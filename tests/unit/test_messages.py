@@ -28,6 +28,11 @@ SAMPLES: list[Message] = [
         1, "sender", (messages.Sent(1, "m", 2), messages.SendFailed(1, "c", "r", 2), messages.Released(1))
     ),
     messages.OutcomesRecorded(1),
+    messages.HoldTopic(1, "ingest", "t", "cancelled"),
+    messages.HoldTopicRows(1, "ingest", "t", "paused", (1, 2)),
+    messages.TopicHeld(1, "t", "cancelled", 3, True, 7),
+    messages.ResumeTopic(1, "ingest", "t"),
+    messages.TopicResumed(1, "t", 3, True, None),
 ]
 
 

@@ -8,7 +8,6 @@ import logging
 import sqlite3
 from collections import Counter
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -26,9 +25,11 @@ from pipeline.messages import (
     Stored,
     StoreMessages,
 )
-from stages.recorder import apply_batch, writes
+from stages.recorder import Writer, apply_batch, writes
+from stages.recorder.claims import ClaimState, claim_due
 
 SUMMARY = json.dumps({"total": 0})
+LOG = logging.getLogger("test")
 
 
 @pytest.fixture
@@ -42,10 +43,6 @@ def store(
     return StoreMessages(corr_id, "ingest", (NewMessage("t", "S", "<p>x</p>", emails),), due, SUMMARY, key, digest)
 
 
-def fake_ctx() -> Any:
-    return SimpleNamespace(log=logging.getLogger("test"))
-
-
 def test_content_is_stored_once_per_message(conn: sqlite3.Connection) -> None:
     reply = writes.store_messages(conn, store(1, ("a@x.io", "b@x.io", "c@x.io")), now_ms=5)
     assert isinstance(reply, Stored) and json.loads(reply.answer)["success"] == 3
@@ -57,22 +54,22 @@ def test_claims_oldest_due_first_and_never_twice(conn: sqlite3.Connection) -> No
     writes.store_messages(conn, store(1, ("late@x.io",), due=2000), now_ms=0)
     writes.store_messages(conn, store(2, ("early@x.io",), due=1000), now_ms=0)
     writes.store_messages(conn, store(3, ("future@x.io",), due=9000), now_ms=0)
-    first = writes.claim_due(conn, ClaimDue(1, "scheduler", limit=10, now_ms=5000))
+    first = claim_due(conn, ClaimDue(1, "scheduler", limit=10, now_ms=5000), ClaimState())
     assert [r.email for r in first.recipients] == ["early@x.io", "late@x.io"]
     assert first.next_due_ms == 9000
-    again = writes.claim_due(conn, ClaimDue(2, "scheduler", limit=10, now_ms=5000))
+    again = claim_due(conn, ClaimDue(2, "scheduler", limit=10, now_ms=5000), ClaimState())
     assert again.recipients == ()
 
 
 def test_claim_takes_no_more_than_the_limit(conn: sqlite3.Connection) -> None:
     writes.store_messages(conn, store(1, tuple(f"u{i}@x.io" for i in range(10))), now_ms=0)
-    claimed = writes.claim_due(conn, ClaimDue(1, "scheduler", limit=4, now_ms=1))
+    claimed = claim_due(conn, ClaimDue(1, "scheduler", limit=4, now_ms=1), ClaimState())
     assert len(claimed.recipients) == 4 and claimed.next_due_ms == 0
 
 
 def test_outcomes_apply_once_and_only_to_claimed_rows(conn: sqlite3.Connection) -> None:
     writes.store_messages(conn, store(1, ("a@x.io", "b@x.io", "c@x.io")), now_ms=0)
-    ids = [r.recipient_id for r in writes.claim_due(conn, ClaimDue(1, "s", 10, 1)).recipients]
+    ids = [r.recipient_id for r in claim_due(conn, ClaimDue(1, "s", 10, 1), ClaimState()).recipients]
     outcomes = (Sent(ids[0], "m-1", 10), SendFailed(ids[1], "MessageRejected", "no", 11), Released(ids[2]))
     assert writes.record_outcomes(conn, RecordOutcomes(7, "sender", outcomes)) == OutcomesRecorded(7)
     # A resend of the same batch changes nothing (the sender resends unacknowledged batches).
@@ -84,7 +81,7 @@ def test_outcomes_apply_once_and_only_to_claimed_rows(conn: sqlite3.Connection) 
 
 def test_requeue_returns_claimed_work_at_start(conn: sqlite3.Connection) -> None:
     writes.store_messages(conn, store(1, ("a@x.io", "b@x.io")), now_ms=0)
-    writes.claim_due(conn, ClaimDue(1, "s", 10, 1))
+    claim_due(conn, ClaimDue(1, "s", 10, 1), ClaimState())
     assert writes.requeue_claimed(conn) == 2
     assert conn.execute("SELECT COUNT(*) FROM recipients WHERE status = 'pending'").fetchone()[0] == 2
 
@@ -102,7 +99,7 @@ def test_idempotency_key_replays_the_first_answer_and_refuses_another_body(conn:
 def test_a_batch_commits_many_requests_in_one_transaction(conn: sqlite3.Connection) -> None:
     batch = [store(i, (f"u{i}@x.io",)) for i in range(50)]
     counts: Counter[str] = Counter()
-    replies = apply_batch(fake_ctx(), conn, list(batch), counts)
+    replies = apply_batch(Writer(conn), logging.getLogger("test"), list(batch), counts)
     assert len(replies) == 50 and counts["StoreMessages"] == 50
     assert all(isinstance(reply, Stored) for _, reply in replies)
     assert conn.execute("SELECT COUNT(*) FROM recipients").fetchone()[0] == 50
@@ -115,7 +112,10 @@ def test_a_failing_request_rolls_back_alone(conn: sqlite3.Connection) -> None:
         " BEGIN SELECT RAISE(ABORT, 'refused'); END"
     )
     batch = [store(1, ("ok@x.io",)), store(2, ("fine@x.io", "bad@x.io")), store(3, ("also@x.io",))]
-    replies = dict((reply.corr_id, reply) for _, reply in apply_batch(fake_ctx(), conn, list(batch), Counter()))
+    replies = dict(
+        (reply.corr_id, reply)
+        for _, reply in apply_batch(Writer(conn), logging.getLogger("test"), list(batch), Counter())
+    )
     assert isinstance(replies[1], Stored) and isinstance(replies[3], Stored)
     assert isinstance(replies[2], Refused) and replies[2].status == 503
     emails = {r[0] for r in conn.execute("SELECT email FROM recipients")}
@@ -128,7 +128,9 @@ def test_a_failed_commit_acknowledges_nothing(tmp_path: Path) -> None:
     blocker = sqlite3.connect(tmp_path / "r.db", isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
     conn.execute("PRAGMA busy_timeout = 50")
-    replies = apply_batch(fake_ctx(), conn, [store(1, ("a@x.io",)), ClaimDue(2, "scheduler", 5, 0)], Counter())
+    replies = apply_batch(
+        Writer(conn), logging.getLogger("test"), [store(1, ("a@x.io",)), ClaimDue(2, "scheduler", 5, 0)], Counter()
+    )
     # Then the store is refused with 503 and the claim gets no answer (the scheduler asks again)
     assert [(to, type(r).__name__, getattr(r, "status", None)) for to, r in replies] == [("ingest", "Refused", 503)]
     blocker.execute("ROLLBACK")
@@ -174,3 +176,70 @@ def test_recorder_round_trip_over_real_queues(tmp_path: Path) -> None:
     replies = asyncio.run(scenario())
     assert sorted(r.corr_id for r in replies) == list(range(20))
     assert all(isinstance(r, Stored) for r in replies)
+
+
+def test_two_campaigns_due_together_share_each_claim(conn: sqlite3.Connection) -> None:
+    big = StoreMessages(
+        1, "ingest", (NewMessage("big", "S", "<p>", tuple(f"b{i}@x.io" for i in range(1000))),), 0, SUMMARY
+    )
+    small = StoreMessages(
+        2, "ingest", (NewMessage("small", "S", "<p>", tuple(f"s{i}@x.io" for i in range(30))),), 0, SUMMARY
+    )
+    writes.store_messages(conn, big, now_ms=0)
+    writes.store_messages(conn, small, now_ms=0)
+    state = ClaimState()
+    first = claim_due(conn, ClaimDue(1, "s", 40, 1), state)
+    topics = [r.topic_id for r in first.recipients]
+    # The later, smaller campaign is not starved behind the first: it gets its share, interleaved.
+    assert topics.count("small") == 20 and topics.count("big") == 20
+    assert topics[:4] == ["big", "small", "big", "small"]
+    second = claim_due(conn, ClaimDue(2, "s", 40, 1), state)
+    # What the small one cannot use goes to the big one.
+    assert [r.topic_id for r in second.recipients].count("small") == 10
+    assert len(second.recipients) == 40
+    assert second.claim_seq == first.claim_seq + 1
+
+
+def test_many_topics_take_turns(conn: sqlite3.Connection) -> None:
+    for i in range(40):
+        writes.store_messages(
+            conn, StoreMessages(i, "ingest", (NewMessage(f"t{i:02}", "S", "<p>", ("a@x.io",)),), 0, SUMMARY), now_ms=0
+        )
+    state = ClaimState()
+    served = [r.topic_id for r in claim_due(conn, ClaimDue(1, "s", 10, 1), state).recipients]
+    served += [r.topic_id for r in claim_due(conn, ClaimDue(2, "s", 100, 1), state).recipients]
+    assert sorted(served) == [f"t{i:02}" for i in range(40)]
+
+
+def test_work_due_later_is_not_claimed_but_reported(conn: sqlite3.Connection) -> None:
+    writes.store_messages(conn, store(1, ("later@x.io",), due=5000), now_ms=0)
+    claimed = claim_due(conn, ClaimDue(1, "s", 10, 1000), ClaimState())
+    assert claimed.recipients == () and claimed.next_due_ms == 5000
+
+
+def test_hold_moves_unsent_rows_except_those_kept(conn: sqlite3.Connection) -> None:
+    from pipeline.messages import HoldTopicRows
+
+    writes.store_messages(conn, store(1, tuple(f"u{i}@x.io" for i in range(6))), now_ms=0)
+    ids = [r.recipient_id for r in claim_due(conn, ClaimDue(1, "s", 3, 1), ClaimState()).recipients]
+    writes.record_outcomes(conn, RecordOutcomes(1, "sender", (Sent(ids[0], "m", 2),)))
+    # ids[1] is in an SES call (kept); ids[2] is claimed but not yet at SES; three are pending.
+    held = writes.hold_topic(conn, HoldTopicRows(5, "ingest", "t", "cancelled", (ids[1],)), claim_seq=9)
+    assert (held.count, held.found, held.claim_seq) == (4, True, 9)
+    statuses = dict(conn.execute("SELECT status, COUNT(*) FROM recipients GROUP BY status").fetchall())
+    assert statuses == {"sent": 1, "sending": 1, "cancelled": 4}
+    again = writes.hold_topic(conn, HoldTopicRows(6, "ingest", "t", "cancelled", ()), claim_seq=9)
+    assert again.count == 1  # the kept row, no longer protected
+    unknown = writes.hold_topic(conn, HoldTopicRows(7, "ingest", "nope", "cancelled", ()), claim_seq=9)
+    assert not unknown.found and unknown.count == 0
+
+
+def test_pause_then_resume(conn: sqlite3.Connection) -> None:
+    from pipeline.messages import HoldTopicRows
+
+    writes.store_messages(conn, store(1, ("a@x.io", "b@x.io"), due=700), now_ms=0)
+    assert writes.hold_topic(conn, HoldTopicRows(1, "ingest", "t", "paused", ()), 0).count == 2
+    assert claim_due(conn, ClaimDue(1, "s", 10, 10_000), ClaimState()).recipients == ()
+    resumed = writes.resume_topic(conn, 2, "t")
+    assert (resumed.count, resumed.next_due_ms) == (2, 700)
+    assert not writes.resume_topic(conn, 3, "nope").found

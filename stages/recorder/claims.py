@@ -1,0 +1,121 @@
+"""Fair claims: due work is shared between topics, not served first come, first served.
+
+Two campaigns due at the same time share the rate: each claim takes an equal share
+from every topic with due work (up to MAX_TOPICS_PER_CLAIM of them, starting after the
+topic the last claim ended on, so more topics than that take turns), then interleaves
+them. Every step is an index seek on `recipients_pending_topic`, so the cost does not
+grow with the backlog: a million scheduled rows stay cheap to claim from.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from pipeline.messages import ClaimDue, Claimed, Recipient
+from stages.recorder.writes import next_due_ms
+
+MAX_TOPICS_PER_CLAIM = 32
+# Topics with pending but not yet due work are stepped over; this bounds that walk.
+MAX_TOPICS_VISITED = 256
+
+
+@dataclass(slots=True)
+class ClaimState:
+    """The recorder's memory between claims."""
+
+    seq: int = 0
+    after_topic: str | None = None
+
+
+def claim_due(conn: sqlite3.Connection, request: ClaimDue, state: ClaimState) -> Claimed:
+    """Mark up to `limit` due rows as sending, shared fairly between topics."""
+    state.seq += 1
+    topics = due_topics(conn, request.now_ms, state.after_topic)
+    taken: dict[str, list[Recipient]] = {topic: [] for topic in topics}
+    remaining = request.limit
+    first_share = share(request.limit, topics)
+    for topic in topics:
+        taken[topic] = claim_topic(conn, topic, request.now_ms, min(first_share, remaining))
+        remaining -= len(taken[topic])
+    # What small topics left over goes to those that filled their share (they may have more).
+    filled = [t for t in topics if len(taken[t]) == first_share]
+    if remaining > 0 and filled:
+        for topic in filled:
+            more = claim_topic(conn, topic, request.now_ms, min(share(remaining, filled), remaining))
+            taken[topic].extend(more)
+            remaining -= len(more)
+    if topics:
+        state.after_topic = topics[-1]
+    recipients = tuple(interleave(list(taken.values())))
+    return Claimed(request.corr_id, recipients, next_due_ms(conn), state.seq)
+
+
+def share(limit: int, topics: list[str]) -> int:
+    return math.ceil(limit / len(topics)) if topics else 0
+
+
+def due_topics(conn: sqlite3.Connection, now_ms: int, after: str | None) -> list[str]:
+    """Up to MAX_TOPICS_PER_CLAIM topics with due work, in turn after `after`."""
+    found: list[str] = []
+    for visited, topic in enumerate(pending_topics_from(conn, after)):
+        if visited >= MAX_TOPICS_VISITED or len(found) >= MAX_TOPICS_PER_CLAIM:
+            break
+        earliest = conn.execute(
+            "SELECT MIN(due_at_ms) FROM recipients WHERE status = 'pending' AND topic_id = ?", (topic,)
+        ).fetchone()[0]
+        if earliest is not None and earliest <= now_ms:
+            found.append(topic)
+    return found
+
+
+def pending_topics_from(conn: sqlite3.Connection, after: str | None) -> Iterator[str]:
+    """Topics with pending rows, ascending from just after `after`, wrapping around once."""
+    cursor = after
+    while (topic := next_pending_topic(conn, cursor)) is not None:
+        yield topic
+        cursor = topic
+    if after is None:
+        return
+    cursor = None
+    while (topic := next_pending_topic(conn, cursor)) is not None and topic <= after:
+        yield topic
+        cursor = topic
+
+
+def next_pending_topic(conn: sqlite3.Connection, after: str | None) -> str | None:
+    """The smallest topic with pending rows after `after` (None: from the start, '' included)."""
+    # INDEXED BY: left to itself the planner takes recipients_topic, which walks every
+    # finished row of the next topic (a million sent rows) before finding a pending one.
+    comparison = ">=" if after is None else ">"
+    row = conn.execute(
+        "SELECT MIN(topic_id) FROM recipients INDEXED BY recipients_pending_topic"
+        f" WHERE status = 'pending' AND topic_id {comparison} ?",
+        (after or "",),
+    ).fetchone()
+    return None if row is None else row[0]
+
+
+def claim_topic(conn: sqlite3.Connection, topic: str, now_ms: int, limit: int) -> list[Recipient]:
+    if limit <= 0:
+        return []
+    rows = conn.execute(
+        "UPDATE recipients SET status = 'sending' WHERE id IN ("
+        " SELECT id FROM recipients WHERE status = 'pending' AND topic_id = ? AND due_at_ms <= ?"
+        " ORDER BY due_at_ms, id LIMIT ?)"
+        " RETURNING id, email, topic_id, content_id, due_at_ms",
+        (topic, now_ms, limit),
+    ).fetchall()
+    rows.sort(key=lambda row: (row[4], row[0]))
+    return [Recipient(row[0], row[1], row[2], row[3]) for row in rows]
+
+
+def interleave(lists: list[list[Recipient]]) -> Iterator[Recipient]:
+    """One from each topic in turn, so the sender's queue alternates between them."""
+    longest = max((len(items) for items in lists), default=0)
+    for index in range(longest):
+        for items in lists:
+            if index < len(items):
+                yield items[index]

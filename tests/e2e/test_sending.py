@@ -112,7 +112,7 @@ def test_rate_is_never_exceeded_and_tags_identify_the_recipient(
     make_tree: Callable[..., Tree], fake_ses: FakeSes
 ) -> None:
     fake_ses.latency_s = 0.05
-    tree = make_tree(ses_env(fake_ses.url, MAX_SEND_PER_SECOND="20"))
+    tree = make_tree(ses_env(fake_ses.url, MAX_SEND_PER_SECOND="20", AWS_SES_CONFIGURATION_SET="events"))
     emails = [f"user{i}@example.com" for i in range(80)]
     assert tree.post("/v1/messages", campaign(emails, topic_id="spring sale/2026"))[0] == 200
     wait_until(lambda: tree.statuses() == {"sent": 80}, 20, "all 80 to be sent")
@@ -126,6 +126,7 @@ def test_rate_is_never_exceeded_and_tags_identify_the_recipient(
         assert call.tags["topic_id"] == "spring_sale_2026"
         assert ids[int(call.tags["request_id"])] == call.to
         assert call.request["FromEmailAddress"] == FROM
+        assert call.request["ConfigurationSetName"] == "events"
 
 
 def test_throttled_sends_end_up_sent_and_never_failed(make_tree: Callable[..., Tree], fake_ses: FakeSes) -> None:

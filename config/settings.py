@@ -66,6 +66,21 @@ class SesSettings:
     quota_refresh_s: float = 60.0
 
 
+AWS_SNS_HOSTS: Final = r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?"
+
+
+@dataclass(frozen=True, slots=True)
+class SnsSettings:
+    """Who may post SES events to the webhook, and how their signatures are checked."""
+
+    # Empty: any topic (a signature from SNS is still required).
+    topic_arns: tuple[str, ...] = ()
+    cert_host_pattern: str = AWS_SNS_HOSTS
+    # Tests only: certificates and SubscribeURLs over plain http on an allowed host.
+    cert_allow_http: bool = False
+    auto_confirm: bool = True
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the product can be told, validated; secrets never appear in repr."""
@@ -84,6 +99,7 @@ class Settings:
     schedule_horizon_days: int = 366
     shutdown_timeout_s: float = 4.5
     ses: SesSettings = field(default_factory=SesSettings)
+    sns: SnsSettings = field(default_factory=SnsSettings)
     restart: RestartPolicy = field(default_factory=RestartPolicy)
 
     @property
@@ -252,6 +268,27 @@ def _ses(reader: _Reader) -> SesSettings:
     )
 
 
+def _sns(reader: _Reader) -> SnsSettings:
+    import re
+
+    pattern = reader.raw("SNS_CERT_HOST_PATTERN") or AWS_SNS_HOSTS
+    try:
+        re.compile(pattern)
+    except re.error as problem:
+        reader.problems.append(f"SNS_CERT_HOST_PATTERN: not a regular expression ({problem})")
+        pattern = AWS_SNS_HOSTS
+    arns = tuple(a.strip() for a in (reader.raw("SNS_TOPIC_ARNS") or "").split(",") if a.strip())
+    bad = [a for a in arns if not a.startswith("arn:aws")]
+    if bad:
+        reader.problems.append(f"SNS_TOPIC_ARNS: {bad[0]!r} is not a topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)")
+    return SnsSettings(
+        topic_arns=arns,
+        cert_host_pattern=pattern,
+        cert_allow_http=reader.flag("SNS_CERT_ALLOW_HTTP", False),
+        auto_confirm=reader.flag("SNS_AUTO_CONFIRM", True),
+    )
+
+
 def load(environ: Mapping[str, str]) -> Settings:
     """Read and validate every setting at once; raise ConfigError listing each problem."""
     reader = _Reader(environ)
@@ -274,6 +311,7 @@ def load(environ: Mapping[str, str]) -> Settings:
         schedule_horizon_days=reader.integer("SCHEDULE_HORIZON_DAYS", 366, low=1, high=3660),
         shutdown_timeout_s=reader.number("SHUTDOWN_TIMEOUT_S", defaults.shutdown_timeout_s, minimum=0),
         ses=_ses(reader),
+        sns=_sns(reader),
         restart=RestartPolicy(
             min_delay_s=reader.number("RESTART_MIN_DELAY_S", 0.5, minimum=0),
             max_delay_s=reader.number("RESTART_MAX_DELAY_S", 30.0, minimum=0),

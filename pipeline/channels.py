@@ -29,7 +29,7 @@ STAGES: Final = ("recorder", "sender", "scheduler", "ingest")
 WRITES_TO: Final[Mapping[str, tuple[str, ...]]] = {
     "ingest": ("recorder", "scheduler", "sender"),
     "scheduler": ("recorder", "sender"),
-    "sender": ("recorder", "scheduler"),
+    "sender": ("recorder", "scheduler", "ingest"),
     "recorder": ("ingest", "scheduler", "sender"),
 }
 INBOX_SIZE: Final = 1024

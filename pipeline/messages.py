@@ -241,3 +241,80 @@ class RecordOutcomes(Message):
 @dataclass(frozen=True, slots=True)
 class OutcomesRecorded(Message):
     corr_id: int
+
+
+# --- what comes back: SES events (ingest -> recorder), opens, suppressions ------------
+
+
+@dataclass(frozen=True, slots=True)
+class SesEvent(Message):
+    """One thing SES reported about one recipient (pipeline/ses_events.py makes these)."""
+
+    sns_message_id: str
+    kind: str
+    subtype: str
+    email: str
+    ses_message_id: str
+    request_id: int | None
+    occurred_at_ms: int
+    raw: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordEvents(Message):
+    corr_id: int
+    reply_to: str
+    events: tuple[SesEvent, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EventsRecorded(Message):
+    corr_id: int
+    recorded: int
+    matched: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecordOpen(Message):
+    corr_id: int
+    reply_to: str
+    recipient_id: int
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class OpenRecorded(Message):
+    corr_id: int
+    counted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeSuppression(Message):
+    """Add (`reason` set) or remove (`reason` None) an address on the suppression list."""
+
+    corr_id: int
+    reply_to: str
+    email: str
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SuppressionChanged(Message):
+    corr_id: int
+    changed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class GetQuota(Message):
+    """Ingest to sender: the SES 24-hour quota as last read from GetAccount."""
+
+    corr_id: int
+    reply_to: str
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaReport(Message):
+    corr_id: int
+    # (max_24_hour_send, max_send_rate, sent_last_24_hours), or None with `error` saying why.
+    quota: tuple[float, float, float] | None
+    error: str | None

@@ -90,6 +90,7 @@ class Tree:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, wait_ready: bool = True) -> Tree:
+        self.workdir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, str(SUPERVISOR)], cwd=self.workdir, env=self.env, stdout=log, stderr=subprocess.STDOUT

@@ -55,6 +55,77 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     """
     CREATE INDEX recipients_pending_topic ON recipients (topic_id, due_at_ms, id) WHERE status = 'pending';
     """,
+    # 3: what comes back after a send (SES events, opens) and the suppression list. The
+    # recipients table is rebuilt (SQLite's documented way) to allow the 'suppressed' status.
+    """
+    CREATE TABLE recipients_new (
+        id INTEGER PRIMARY KEY,
+        content_id INTEGER NOT NULL REFERENCES contents(id),
+        topic_id TEXT NOT NULL,
+        email TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN
+            ('pending', 'sending', 'sent', 'failed', 'cancelled', 'paused', 'suppressed')),
+        due_at_ms INTEGER NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        sent_at_ms INTEGER,
+        message_id TEXT,
+        error_code TEXT,
+        error_message TEXT,
+        -- NULL (not known yet), 'delivered' or 'bounced'; a bounce wins over a delivery.
+        delivery TEXT CHECK (delivery IN ('delivered', 'bounced')),
+        delivery_at_ms INTEGER,
+        bounce_type TEXT,
+        complained_at_ms INTEGER,
+        opened_first_at_ms INTEGER,
+        open_count INTEGER NOT NULL DEFAULT 0
+    );
+    INSERT INTO recipients_new (id, content_id, topic_id, email, status, due_at_ms, created_at_ms,
+                                sent_at_ms, message_id, error_code, error_message)
+        SELECT id, content_id, topic_id, email, status, due_at_ms, created_at_ms,
+               sent_at_ms, message_id, error_code, error_message FROM recipients;
+    DROP TABLE recipients;
+    ALTER TABLE recipients_new RENAME TO recipients;
+    CREATE INDEX recipients_due ON recipients (due_at_ms, id) WHERE status = 'pending';
+    CREATE INDEX recipients_topic ON recipients (topic_id, status);
+    CREATE INDEX recipients_message_id ON recipients (message_id) WHERE message_id IS NOT NULL;
+    CREATE INDEX recipients_sent_at ON recipients (sent_at_ms) WHERE sent_at_ms IS NOT NULL;
+    CREATE INDEX recipients_pending_topic ON recipients (topic_id, due_at_ms, id) WHERE status = 'pending';
+    CREATE INDEX recipients_email ON recipients (email) WHERE status IN ('pending', 'paused');
+
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        sns_message_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        subtype TEXT NOT NULL DEFAULT '',
+        email TEXT NOT NULL DEFAULT '',
+        ses_message_id TEXT NOT NULL DEFAULT '',
+        recipient_id INTEGER,  -- NULL: unmatched, kept for the operator
+        occurred_at_ms INTEGER NOT NULL,
+        received_at_ms INTEGER NOT NULL,
+        raw TEXT NOT NULL
+    );
+    -- SNS delivers at least once: the same message recorded twice is recorded once.
+    CREATE UNIQUE INDEX events_once ON events (sns_message_id, kind, email);
+    CREATE INDEX events_recipient ON events (recipient_id);
+
+    -- One row per topic, kept by the recorder, so listing topics never scans recipients.
+    CREATE TABLE topics (
+        topic_id TEXT PRIMARY KEY,
+        first_posted_at_ms INTEGER NOT NULL,
+        last_posted_at_ms INTEGER NOT NULL,
+        total INTEGER NOT NULL
+    );
+    INSERT INTO topics (topic_id, first_posted_at_ms, last_posted_at_ms, total)
+        SELECT topic_id, MIN(created_at_ms), MAX(created_at_ms), COUNT(*) FROM recipients GROUP BY topic_id;
+    CREATE INDEX topics_recent ON topics (last_posted_at_ms DESC, topic_id);
+
+    CREATE TABLE suppressions (
+        email TEXT PRIMARY KEY,
+        reason TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '',
+        created_at_ms INTEGER NOT NULL
+    );
+    """,
 )
 TRACKING_KEY: Final = "tracking_hmac_key"
 BUSY_TIMEOUT_MS: Final = 5000

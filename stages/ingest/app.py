@@ -4,18 +4,24 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import aiohttp
 import aiosqlite
 from aiohttp import web
 
 from pipeline.channels import PendingReplies
+from pipeline.db.schema import TRACKING_KEY as TRACKING_KEY_NAME
 from pipeline.db.schema import read_only_uri
 from pipeline.messages import Message
 from pipeline.runtime import StageContext
 from stages.ingest.errors import error_middleware
+from stages.ingest.sns import SigningKeys
 
 CTX = web.AppKey("ctx", StageContext)
 REPLIES = web.AppKey("replies", PendingReplies[Message])
 DB = web.AppKey("db", aiosqlite.Connection)
+TRACKING_KEY = web.AppKey("tracking_key", bytes)
+SNS_KEYS = web.AppKey("sns_keys", SigningKeys)
+HTTP = web.AppKey("http", aiohttp.ClientSession)
 
 
 def make_app(ctx: StageContext, replies: PendingReplies[Message]) -> web.Application:
@@ -26,6 +32,7 @@ def make_app(ctx: StageContext, replies: PendingReplies[Message]) -> web.Applica
     app[CTX] = ctx
     app[REPLIES] = replies
     app.cleanup_ctx.append(open_database)
+    app.cleanup_ctx.append(open_http_client)
     setup_routes(app)
     return app
 
@@ -35,4 +42,21 @@ async def open_database(app: web.Application) -> AsyncIterator[None]:
     uri = read_only_uri(app[CTX].settings.database_path)
     async with aiosqlite.connect(uri, uri=True) as db:
         app[DB] = db
+        app[TRACKING_KEY] = bytes.fromhex(await read_secret(db, TRACKING_KEY_NAME))
+        yield
+
+
+async def read_secret(db: aiosqlite.Connection, name: str) -> str:
+    async with db.execute("SELECT value FROM server_secrets WHERE name = ?", (name,)) as cursor:
+        row = await cursor.fetchone()
+    if row is None:
+        raise LookupError(f"the database has no {name}; has the recorder migrated it?")
+    return str(row[0])
+
+
+async def open_http_client(app: web.Application) -> AsyncIterator[None]:
+    """Outbound HTTP for SNS only: signing certificates and subscription confirmations."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        app[HTTP] = session
+        app[SNS_KEYS] = SigningKeys(session)
         yield

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from pipeline.channels import ChannelFull
-from pipeline.db.queries import topic_counts
+from pipeline.db.queries import recent_topics, topic_counts
 from pipeline.messages import (
     HoldTopic,
     Message,
@@ -24,13 +23,12 @@ from pipeline.messages import (
     StoreMessages,
     TopicHeld,
     TopicResumed,
-    WorkAdded,
 )
 from stages.ingest.app import CTX, DB, REPLIES
 from stages.ingest.campaigns import MAX_TOPIC_CHARS, iso_utc, parse_campaign
-from stages.ingest.errors import ApiError, unavailable
+from stages.ingest.errors import ApiError
+from stages.ingest.talk import ask, wake_scheduler
 
-RECORDER_TIMEOUT_S = 10.0
 READY_TIMEOUT_S = 1.0
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 
@@ -111,22 +109,6 @@ async def ask_recorder(request: web.Request, store: StoreMessages) -> Message:
     return await ask(request, "recorder", lambda corr_id: replace(store, corr_id=corr_id))
 
 
-async def ask(request: web.Request, stage: str, build: Callable[[int], Message]) -> Message:
-    """Ask a stage and wait for the reply; 503 (nothing done) when it cannot answer in time."""
-    ctx = request.app[CTX]
-    try:
-        return await request.app[REPLIES].ask(ctx.outboxes[stage], build, RECORDER_TIMEOUT_S)
-    except (TimeoutError, ChannelFull):
-        raise unavailable(f"the {stage} did not confirm in time; retry") from None
-
-
-async def wake_scheduler(request: web.Request, due_at_ms: int) -> None:
-    try:
-        await request.app[CTX].outboxes["scheduler"].put(WorkAdded(due_at_ms), timeout_s=1.0)
-    except (TimeoutError, ChannelFull):
-        request.app[CTX].log.warning("could not wake the scheduler; it will find the work on its next wake-up")
-
-
 def retry_after(status: int) -> dict[str, str]:
     return {"Retry-After": "2"} if status == 503 else {}
 
@@ -189,3 +171,17 @@ async def get_topic(request: web.Request) -> web.Response:
 
 def iso_ms(value: int | None) -> str | None:
     return None if value is None else iso_utc(datetime.fromtimestamp(value / 1000, UTC))
+
+
+async def list_topics(request: web.Request) -> web.Response:
+    """GET /v1/topics?limit=50&offset=0: topics with their totals, newest first."""
+    limit, offset = request.query.get("limit", "50"), request.query.get("offset", "0")
+    if not limit.isdigit() or not 1 <= int(limit) <= 500:
+        raise ApiError(400, "invalid_query", "limit must be from 1 to 500", "limit")
+    if not offset.isdigit():
+        raise ApiError(400, "invalid_query", "offset must be a whole number", "offset")
+    topics = await recent_topics(request.app[DB], int(limit), int(offset))
+    for topic in topics:
+        topic["first_posted_at"] = iso_ms(topic.pop("first_posted_at_ms"))
+        topic["last_posted_at"] = iso_ms(topic.pop("last_posted_at_ms"))
+    return web.json_response({"topics": topics, "limit": int(limit), "offset": int(offset)})

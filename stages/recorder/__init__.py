@@ -18,12 +18,15 @@ from collections import Counter
 from pipeline.channels import WRITES_TO, ChannelFull, describe
 from pipeline.db.schema import open_writer
 from pipeline.messages import (
+    ChangeSuppression,
     ClaimDue,
     EndOfStream,
     HoldTopicRows,
     Message,
     Ping,
     Pong,
+    RecordEvents,
+    RecordOpen,
     RecordOutcomes,
     Refused,
     ResumeTopic,
@@ -31,7 +34,7 @@ from pipeline.messages import (
     WakeUp,
 )
 from pipeline.runtime import BootError, StageContext
-from stages.recorder import writes
+from stages.recorder import events, writes
 from stages.recorder.claims import ClaimState, claim_due
 
 MAX_BATCH = 256
@@ -115,6 +118,12 @@ class Writer:
                 return [(message.reply_to, held), ("sender", held)]
             case ResumeTopic():
                 return [(message.reply_to, writes.resume_topic(conn, message.corr_id, message.topic_id))]
+            case RecordEvents():
+                return [(message.reply_to, events.record_events(conn, message, now))]
+            case RecordOpen():
+                return [(message.reply_to, events.record_open(conn, message))]
+            case ChangeSuppression():
+                return [(message.reply_to, events.change_suppression(conn, message, now))]
             case Ping():
                 conn.execute("SELECT 1").fetchone()
                 return [(message.reply_to, Pong(message.corr_id))]

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pipeline.messages import ClaimDue, Claimed, Recipient
+from stages.recorder.events import suppressed_among
 from stages.recorder.writes import next_due_ms
 
 MAX_TOPICS_PER_CLAIM = 32
@@ -109,6 +110,12 @@ def claim_topic(conn: sqlite3.Connection, topic: str, now_ms: int, limit: int) -
         (topic, now_ms, limit),
     ).fetchall()
     rows.sort(key=lambda row: (row[4], row[0]))
+    # An address suppressed after it was stored (a bounce, a complaint) is never sent.
+    blocked = suppressed_among(conn, (row[1] for row in rows))
+    if blocked:
+        stopped = [row[0] for row in rows if row[1].lower() in blocked]
+        conn.executemany("UPDATE recipients SET status = 'suppressed' WHERE id = ?", ((i,) for i in stopped))
+        rows = [row for row in rows if row[1].lower() not in blocked]
     return [Recipient(row[0], row[1], row[2], row[3]) for row in rows]
 
 

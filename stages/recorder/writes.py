@@ -24,6 +24,7 @@ from pipeline.messages import (
     TopicHeld,
     TopicResumed,
 )
+from stages.recorder.events import suppressed_among
 
 IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
 
@@ -34,8 +35,13 @@ def store_messages(conn: sqlite3.Connection, request: StoreMessages, now_ms: int
         earlier = _earlier_answer(conn, request, now_ms)
         if earlier is not None:
             return earlier
-    stored = 0
+    stored = suppressed = 0
     for message in request.messages:
+        blocked = suppressed_among(conn, message.emails)
+        emails = [e for e in message.emails if e.lower() not in blocked]
+        suppressed += len(message.emails) - len(emails)
+        if not emails:
+            continue
         content_id = conn.execute(
             "INSERT INTO contents (subject, html, created_at_ms) VALUES (?, ?, ?)",
             (message.subject, message.html, now_ms),
@@ -43,11 +49,19 @@ def store_messages(conn: sqlite3.Connection, request: StoreMessages, now_ms: int
         conn.executemany(
             "INSERT INTO recipients (content_id, topic_id, email, status, due_at_ms, created_at_ms)"
             " VALUES (?, ?, ?, 'pending', ?, ?)",
-            ((content_id, message.topic_id, email, request.due_at_ms, now_ms) for email in message.emails),
+            ((content_id, message.topic_id, email, request.due_at_ms, now_ms) for email in emails),
         )
-        stored += len(message.emails)
+        stored += len(emails)
+        conn.execute(
+            "INSERT INTO topics (topic_id, first_posted_at_ms, last_posted_at_ms, total) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (topic_id) DO UPDATE SET last_posted_at_ms = excluded.last_posted_at_ms,"
+            " total = total + excluded.total",
+            (message.topic_id, now_ms, now_ms, len(emails)),
+        )
     answer = json.loads(request.summary)
     answer["success"] = stored
+    answer["suppressed"] = suppressed
+    answer["errors"] = answer.get("total", stored) - stored
     answer_text = json.dumps(answer, ensure_ascii=False)
     if request.idempotency_key is not None:
         conn.execute(

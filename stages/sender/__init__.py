@@ -90,13 +90,16 @@ async def settle_rate(ctx: StageContext, backend: MailBackend) -> float:
 async def watch_quota(ctx: StageContext, backend: MailBackend, sender: Sender) -> None:
     """Keep the sender's view of the 24-hour quota fresh (it holds the backlog at zero)."""
     if backend.name == "outbox":
+        sender.quota_error = "the outbox backend has no SES quota"
         return
     while True:
         try:
             quota = await backend.quota()
         except Exception as problem:  # keep the last budget; SES errors pause sending anyway
             ctx.log.debug("quota check failed: %s", type(problem).__name__)
+            sender.last_quota, sender.quota_error = None, f"SES did not answer GetAccount ({type(problem).__name__})"
         else:
             if quota is not None:
                 sender.set_quota_remaining(quota.remaining)
+                sender.last_quota = (quota.max_24_hour_send, quota.max_send_rate, quota.sent_last_24_hours)
         await asyncio.sleep(ctx.settings.ses.quota_refresh_s)

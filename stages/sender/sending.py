@@ -29,11 +29,13 @@ from pipeline.messages import (
     Deliver,
     Demand,
     EndOfStream,
+    GetQuota,
     HoldTopic,
     HoldTopicRows,
     Message,
     Outcome,
     OutcomesRecorded,
+    QuotaReport,
     Recipient,
     RecordOutcomes,
     Released,
@@ -96,6 +98,9 @@ class Sender:
     # Sends the 24-hour quota still allows, as a total of counts["sent"] (see watch_quota).
     quota_budget: float = float("inf")
     quota_held: bool = False
+    # The last GetAccount answer (or why there is none), for GET /v1/events/counts/sent.
+    last_quota: tuple[float, float, float] | None = None
+    quota_error: str | None = "not read yet"
     _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _work: asyncio.Event = field(default_factory=asyncio.Event)
     _flush: asyncio.Event = field(default_factory=asyncio.Event)
@@ -140,6 +145,9 @@ class Sender:
                 self.on_hold(message)
             case TopicHeld():
                 self.on_held(message)
+            case GetQuota(corr_id=corr_id, reply_to=reply_to):
+                report = QuotaReport(corr_id, self.last_quota, None if self.last_quota else self.quota_error)
+                self.ctx.outboxes[reply_to].put_nowait(report)
             case _:
                 pass  # WakeUp: the loop re-checks `stopping`
 

@@ -33,6 +33,16 @@ SAMPLES: list[Message] = [
     messages.TopicHeld(1, "t", "cancelled", 3, True, 7),
     messages.ResumeTopic(1, "ingest", "t"),
     messages.TopicResumed(1, "t", 3, True, None),
+    messages.RecordEvents(
+        1, "ingest", (messages.SesEvent("sns-1", "bounce", "Permanent/General", "a@x.io", "m", 4, 5, "{}"),)
+    ),
+    messages.EventsRecorded(1, 1, 1),
+    messages.RecordOpen(1, "ingest", 4, 5),
+    messages.OpenRecorded(1, True),
+    messages.ChangeSuppression(1, "ingest", "a@x.io", "manual"),
+    messages.SuppressionChanged(1, True),
+    messages.GetQuota(1, "ingest"),
+    messages.QuotaReport(1, (200.0, 1.0, 5.0), None),
 ]
 
 
@@ -53,6 +63,7 @@ def test_every_message_type_is_covered_and_frozen() -> None:
         messages.Sent,
         messages.SendFailed,
         messages.Released,
+        messages.SesEvent,
     }
     with pytest.raises(dataclasses.FrozenInstanceError):
         RECIPIENT.email = "b@x.io"  # type: ignore[misc]

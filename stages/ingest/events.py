@@ -1,0 +1,153 @@
+"""What comes back after a send: the SNS webhook, the open pixel, sent counts and quota.
+
+The webhook answers 2xx only after the recorder committed what it carried (so SNS
+retries on a 5xx, and a 2xx means recorded), 403 for anything not provably from SNS,
+400/413 for malformed bodies. The pixel always answers the image, whatever happens.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+import zlib
+from typing import Any, Final
+
+import aiohttp
+from aiohttp import web
+
+from pipeline import ses_events, tracking
+from pipeline.messages import EventsRecorded, GetQuota, QuotaReport, RecordEvents, RecordOpen
+from stages.ingest.app import CTX, DB, HTTP, SNS_KEYS, TRACKING_KEY
+from stages.ingest.errors import ApiError
+from stages.ingest.sns import check_subscribe_url, parse_envelope, verify
+from stages.ingest.talk import ask
+
+MAX_SNS_BODY_BYTES: Final = 256 * 1024
+PIXEL_RECORD_TIMEOUT_S: Final = 2.0
+QUOTA_TIMEOUT_S: Final = 2.0
+MAX_HOURS: Final = 720
+
+
+def make_png() -> bytes:
+    """A 1x1 transparent PNG, built by the spec (so every decoder accepts it)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 6, 0, 0, 0)  # 1x1, 8-bit RGBA
+    pixels = zlib.compress(b"\x00\x00\x00\x00\x00")  # filter byte + one transparent pixel
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+PIXEL: Final = make_png()
+PIXEL_HEADERS: Final = {"Cache-Control": "no-store, no-cache, must-revalidate, max-age=0", "Pragma": "no-cache"}
+
+
+async def sns_results(request: web.Request) -> web.Response:
+    """POST /v1/events/results: SES events, subscription confirmations, from SNS."""
+    ctx = request.app[CTX]
+    body = await read_capped(request, MAX_SNS_BODY_BYTES)
+    envelope = parse_envelope(body, request.headers.get("x-amz-sns-message-type"))
+    await verify(envelope, ctx.settings.sns, request.app[SNS_KEYS])
+    kind = envelope["Type"]
+    if kind == "SubscriptionConfirmation":
+        return await confirm_subscription(request, envelope)
+    if kind == "UnsubscribeConfirmation":
+        ctx.log.warning("SNS says topic %s was unsubscribed from this endpoint", envelope["TopicArn"])
+        return web.json_response({"status": "noted"})
+    events = ses_events.parse(envelope["MessageId"], envelope["Message"])
+    if events is None:
+        ctx.log.info("SNS notification %s is not an SES event; ignored", envelope["MessageId"])
+        return web.json_response({"status": "ignored"})
+    reply = await ask(request, "recorder", lambda corr_id: RecordEvents(corr_id, "ingest", tuple(events)))
+    assert isinstance(reply, EventsRecorded)
+    return web.json_response({"status": "recorded", "recorded": reply.recorded, "matched": reply.matched})
+
+
+async def read_capped(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "body_too_large", f"an SNS message is at most {limit // 1024} KiB")
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise ApiError(413, "body_too_large", f"an SNS message is at most {limit // 1024} KiB")
+    return body
+
+
+async def confirm_subscription(request: web.Request, envelope: dict[str, Any]) -> web.Response:
+    """Confirm by fetching SubscribeURL: signed, allowed topic, SNS host, no redirects."""
+    ctx = request.app[CTX]
+    if not ctx.settings.sns.auto_confirm:
+        ctx.log.warning("subscription to %s not confirmed (SNS_AUTO_CONFIRM=false)", envelope["TopicArn"])
+        return web.json_response({"status": "not confirmed"})
+    url = check_subscribe_url(envelope, ctx.settings.sns)
+    try:
+        async with request.app[HTTP].get(url, allow_redirects=False) as response:
+            await response.read()
+            confirmed = response.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        confirmed = False
+    if not confirmed:
+        # 503: SNS retries the confirmation message.
+        raise ApiError(503, "unavailable", "the subscription could not be confirmed with SNS; retry")
+    ctx.log.info("confirmed the SNS subscription to %s", envelope["TopicArn"])
+    return web.json_response({"status": "confirmed"})
+
+
+async def open_pixel(request: web.Request) -> web.Response:
+    """GET /v1/events/open: the 1x1 image, always; an open counts only with a valid signature."""
+    if request.method == "GET":
+        try:
+            await record_open(request)
+        except Exception:  # a mail client must never see an error page
+            request.app[CTX].log.exception("could not record an open")
+    return web.Response(body=PIXEL, content_type="image/png", headers=PIXEL_HEADERS)
+
+
+async def record_open(request: web.Request) -> None:
+    raw_id, signature = request.query.get("request_id", ""), request.query.get("sig", "")
+    if not raw_id.isdigit() or len(raw_id) > 18 or not signature:
+        return
+    recipient_id = int(raw_id)
+    if not tracking.verify(request.app[TRACKING_KEY], recipient_id, signature):
+        return
+    at_ms = time.time_ns() // 1_000_000
+    await ask(
+        request,
+        "recorder",
+        lambda corr_id: RecordOpen(corr_id, "ingest", recipient_id, at_ms),
+        timeout_s=PIXEL_RECORD_TIMEOUT_S,
+    )
+
+
+async def sent_counts(request: web.Request) -> web.Response:
+    """GET /v1/events/counts/sent?hours=24: what this server sent, and the SES quota."""
+    raw = request.query.get("hours", "24")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_HOURS:
+        raise ApiError(400, "invalid_query", f"hours must be a whole number from 1 to {MAX_HOURS}", "hours")
+    hours = int(raw)
+    since_ms = time.time_ns() // 1_000_000 - hours * 3_600_000
+    async with request.app[DB].execute("SELECT COUNT(*) FROM recipients WHERE sent_at_ms >= ?", (since_ms,)) as cursor:
+        row = await cursor.fetchone()
+    answer: dict[str, Any] = {"count": row[0] if row else 0, "hours": hours}
+    answer.update(await quota(request))
+    return web.json_response(answer)
+
+
+async def quota(request: web.Request) -> dict[str, Any]:
+    try:
+        report = await ask(request, "sender", lambda c: GetQuota(c, "ingest"), timeout_s=QUOTA_TIMEOUT_S)
+    except ApiError:
+        return {"quota": None, "quota_error": "the sender did not answer"}
+    assert isinstance(report, QuotaReport)
+    if report.quota is None:
+        return {"quota": None, "quota_error": report.error}
+    max_24, rate, sent_24 = report.quota
+    remaining = None if max_24 < 0 else max(0.0, max_24 - sent_24)
+    return {
+        "quota": {
+            "max_24_hour_send": max_24,
+            "max_send_rate": rate,
+            "sent_last_24_hours": sent_24,
+            "remaining": remaining,
+        }
+    }

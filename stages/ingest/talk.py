@@ -1,0 +1,32 @@
+"""How ingest handlers talk to the other stages: ask and wait, or just wake."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+
+from pipeline.channels import ChannelFull
+from pipeline.messages import Message, WorkAdded
+from stages.ingest.app import CTX, REPLIES
+from stages.ingest.errors import unavailable
+
+ASK_TIMEOUT_S = 10.0
+
+
+async def ask(
+    request: web.Request, stage: str, build: Callable[[int], Message], timeout_s: float = ASK_TIMEOUT_S
+) -> Message:
+    """Ask a stage and wait for the reply; 503 (nothing done) when it cannot answer in time."""
+    ctx = request.app[CTX]
+    try:
+        return await request.app[REPLIES].ask(ctx.outboxes[stage], build, timeout_s)
+    except (TimeoutError, ChannelFull):
+        raise unavailable(f"the {stage} did not confirm in time; retry") from None
+
+
+async def wake_scheduler(request: web.Request, due_at_ms: int) -> None:
+    try:
+        await request.app[CTX].outboxes["scheduler"].put(WorkAdded(due_at_ms), timeout_s=1.0)
+    except ChannelFull:
+        request.app[CTX].log.warning("could not wake the scheduler; it will find the work on its next wake-up")

@@ -275,17 +275,18 @@ class EventsRecorded(Message):
 
 
 @dataclass(frozen=True, slots=True)
-class RecordOpen(Message):
+class RecordOpens(Message):
+    """Pixel hits that arrived together: (recipient_id, at_ms) each."""
+
     corr_id: int
     reply_to: str
-    recipient_id: int
-    at_ms: int
+    opens: tuple[tuple[int, int], ...]
 
 
 @dataclass(frozen=True, slots=True)
-class OpenRecorded(Message):
+class OpensRecorded(Message):
     corr_id: int
-    counted: bool
+    counted: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,35 +7,23 @@ from typing import Any
 import aiosqlite
 
 STATUSES = ("pending", "sending", "sent", "failed", "cancelled", "paused", "suppressed")
+RESULTS = ("delivered", "bounced", "complained", "opened", "opens")
 
 
 async def topic_counts(db: aiosqlite.Connection, topic_id: str) -> dict[str, Any] | None:
-    """Totals by status and by result for one topic, or None when it has no recipients."""
-    async with db.execute(
-        "SELECT status, COUNT(*), MIN(sent_at_ms), MAX(sent_at_ms),"
-        " SUM(delivery = 'delivered'), SUM(delivery = 'bounced'), COUNT(complained_at_ms),"
-        " SUM(open_count > 0), SUM(open_count)"
-        " FROM recipients WHERE topic_id = ? GROUP BY status",
-        (topic_id,),
-    ) as cursor:
-        rows = list(await cursor.fetchall())
-    if not rows:
+    """Totals by status and by result for one topic (from its counters), or None if unknown."""
+    async with db.execute("SELECT name, n FROM topic_counts WHERE topic_id = ?", (topic_id,)) as cursor:
+        counters = {name: n for name, n in await cursor.fetchall()}
+    by_status = {status: counters.get(status, 0) for status in STATUSES}
+    if not any(by_status.values()):
         return None
-    by_status = dict.fromkeys(STATUSES, 0)
-    results = {"delivered": 0, "bounced": 0, "complained": 0, "opened": 0, "opens": 0}
-    first_sent = last_sent = None
-    for status, count, first, last, delivered, bounced, complained, opened, opens in rows:
-        by_status[status] = count
-        if status == "sent":
-            first_sent, last_sent = first, last
-        for name, value in zip(results, (delivered, bounced, complained, opened, opens), strict=True):
-            results[name] += value or 0
+    results = {name: counters.get(name, 0) for name in RESULTS}
     return {
         "total": sum(by_status.values()),
         **by_status,
         **results,
-        "first_sent_at_ms": first_sent,
-        "last_sent_at_ms": last_sent,
+        "first_sent_at_ms": counters.get("first_sent_at_ms"),
+        "last_sent_at_ms": counters.get("last_sent_at_ms"),
         "request_counts": {k: v for k, v in by_status.items() if v},
         "result_counts": {k: results[k] for k in ("delivered", "bounced", "complained", "opened")},
     }

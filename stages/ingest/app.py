@@ -14,6 +14,7 @@ from pipeline.db.schema import read_only_uri
 from pipeline.messages import Message
 from pipeline.runtime import StageContext
 from stages.ingest.errors import error_middleware
+from stages.ingest.opens import OpenBatcher
 from stages.ingest.sns import SigningKeys
 
 CTX = web.AppKey("ctx", StageContext)
@@ -22,6 +23,8 @@ DB = web.AppKey("db", aiosqlite.Connection)
 TRACKING_KEY = web.AppKey("tracking_key", bytes)
 SNS_KEYS = web.AppKey("sns_keys", SigningKeys)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
+OPENS = web.AppKey("opens", OpenBatcher)
+PIXEL_RECORD_TIMEOUT_S = 2.0
 
 
 def make_app(ctx: StageContext, replies: PendingReplies[Message]) -> web.Application:
@@ -31,6 +34,7 @@ def make_app(ctx: StageContext, replies: PendingReplies[Message]) -> web.Applica
     app = web.Application(client_max_size=ctx.settings.max_request_bytes, middlewares=[error_middleware])
     app[CTX] = ctx
     app[REPLIES] = replies
+    app[OPENS] = OpenBatcher(lambda build: replies.ask(ctx.outboxes["recorder"], build, PIXEL_RECORD_TIMEOUT_S))
     app.cleanup_ctx.append(open_database)
     app.cleanup_ctx.append(open_http_client)
     setup_routes(app)

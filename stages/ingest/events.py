@@ -16,14 +16,13 @@ import aiohttp
 from aiohttp import web
 
 from pipeline import ses_events, tracking
-from pipeline.messages import EventsRecorded, GetQuota, QuotaReport, RecordEvents, RecordOpen
-from stages.ingest.app import CTX, DB, HTTP, SNS_KEYS, TRACKING_KEY
+from pipeline.messages import EventsRecorded, GetQuota, QuotaReport, RecordEvents
+from stages.ingest.app import CTX, DB, HTTP, OPENS, SNS_KEYS, TRACKING_KEY
 from stages.ingest.errors import ApiError
 from stages.ingest.sns import check_subscribe_url, parse_envelope, verify
 from stages.ingest.talk import ask
 
 MAX_SNS_BODY_BYTES: Final = 256 * 1024
-PIXEL_RECORD_TIMEOUT_S: Final = 2.0
 QUOTA_TIMEOUT_S: Final = 2.0
 MAX_HOURS: Final = 720
 
@@ -110,13 +109,7 @@ async def record_open(request: web.Request) -> None:
     recipient_id = int(raw_id)
     if not tracking.verify(request.app[TRACKING_KEY], recipient_id, signature):
         return
-    at_ms = time.time_ns() // 1_000_000
-    await ask(
-        request,
-        "recorder",
-        lambda corr_id: RecordOpen(corr_id, "ingest", recipient_id, at_ms),
-        timeout_s=PIXEL_RECORD_TIMEOUT_S,
-    )
+    await request.app[OPENS].record(recipient_id, time.time_ns() // 1_000_000)
 
 
 async def sent_counts(request: web.Request) -> web.Response:

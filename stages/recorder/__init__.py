@@ -26,7 +26,7 @@ from pipeline.messages import (
     Ping,
     Pong,
     RecordEvents,
-    RecordOpen,
+    RecordOpens,
     RecordOutcomes,
     Refused,
     ResumeTopic,
@@ -120,8 +120,8 @@ class Writer:
                 return [(message.reply_to, writes.resume_topic(conn, message.corr_id, message.topic_id))]
             case RecordEvents():
                 return [(message.reply_to, events.record_events(conn, message, now))]
-            case RecordOpen():
-                return [(message.reply_to, events.record_open(conn, message))]
+            case RecordOpens():
+                return [(message.reply_to, events.record_opens(conn, message))]
             case ChangeSuppression():
                 return [(message.reply_to, events.change_suppression(conn, message, now))]
             case Ping():

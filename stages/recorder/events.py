@@ -15,9 +15,9 @@ from collections.abc import Iterable
 from pipeline.messages import (
     ChangeSuppression,
     EventsRecorded,
-    OpenRecorded,
+    OpensRecorded,
     RecordEvents,
-    RecordOpen,
+    RecordOpens,
     SesEvent,
     SuppressionChanged,
 )
@@ -86,14 +86,14 @@ def apply_event(conn: sqlite3.Connection, recipient_id: int, event: SesEvent, no
         )
 
 
-def record_open(conn: sqlite3.Connection, request: RecordOpen) -> OpenRecorded:
-    """Count an open for a recipient that was sent; first-open time is kept."""
-    counted = conn.execute(
+def record_opens(conn: sqlite3.Connection, request: RecordOpens) -> OpensRecorded:
+    """Count opens of recipients that were sent; the first-open time is kept."""
+    counted = conn.executemany(
         "UPDATE recipients SET open_count = open_count + 1, opened_first_at_ms = COALESCE(opened_first_at_ms, ?)"
         " WHERE id = ? AND status = 'sent'",
-        (request.at_ms, request.recipient_id),
+        ((at_ms, recipient_id) for recipient_id, at_ms in request.opens),
     ).rowcount
-    return OpenRecorded(request.corr_id, bool(counted))
+    return OpensRecorded(request.corr_id, counted)
 
 
 def suppress(conn: sqlite3.Connection, email: str, reason: str, detail: str, now_ms: int) -> bool:

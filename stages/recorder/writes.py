@@ -53,6 +53,11 @@ def store_messages(conn: sqlite3.Connection, request: StoreMessages, now_ms: int
         )
         stored += len(emails)
         conn.execute(
+            "INSERT INTO topic_counts VALUES (?, 'pending', ?)"
+            " ON CONFLICT (topic_id, name) DO UPDATE SET n = n + excluded.n",
+            (message.topic_id, len(emails)),
+        )
+        conn.execute(
             "INSERT INTO topics (topic_id, first_posted_at_ms, last_posted_at_ms, total) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (topic_id) DO UPDATE SET last_posted_at_ms = excluded.last_posted_at_ms,"
             " total = total + excluded.total",

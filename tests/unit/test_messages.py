@@ -37,8 +37,8 @@ SAMPLES: list[Message] = [
         1, "ingest", (messages.SesEvent("sns-1", "bounce", "Permanent/General", "a@x.io", "m", 4, 5, "{}"),)
     ),
     messages.EventsRecorded(1, 1, 1),
-    messages.RecordOpen(1, "ingest", 4, 5),
-    messages.OpenRecorded(1, True),
+    messages.RecordOpens(1, "ingest", ((4, 5), (6, 7))),
+    messages.OpensRecorded(1, 2),
     messages.ChangeSuppression(1, "ingest", "a@x.io", "manual"),
     messages.SuppressionChanged(1, True),
     messages.GetQuota(1, "ingest"),

@@ -243,3 +243,32 @@ def test_pause_then_resume(conn: sqlite3.Connection) -> None:
     resumed = writes.resume_topic(conn, 2, "t")
     assert (resumed.count, resumed.next_due_ms) == (2, 700)
     assert not writes.resume_topic(conn, 3, "nope").found
+
+
+def test_topic_counters_match_a_full_recount_after_every_kind_of_change(conn: sqlite3.Connection) -> None:
+    from pipeline.messages import HoldTopicRows, RecordEvents, RecordOpens, SesEvent
+    from stages.recorder import events
+
+    writes.store_messages(conn, store(1, tuple(f"u{i}@x.io" for i in range(12))), now_ms=0)
+    ids = [r.recipient_id for r in claim_due(conn, ClaimDue(1, "s", 8, 1), ClaimState()).recipients]
+    outcomes = (*(Sent(i, f"m{i}", 100 + i) for i in ids[:5]), SendFailed(ids[5], "X", "y", 9), Released(ids[6]))
+    writes.record_outcomes(conn, RecordOutcomes(1, "sender", outcomes))
+    writes.hold_topic(conn, HoldTopicRows(2, "ingest", "t", "paused", ()), 0)
+    writes.resume_topic(conn, 3, "t")
+    writes.hold_topic(conn, HoldTopicRows(4, "ingest", "t", "cancelled", (ids[7],)), 0)
+    seen = (
+        SesEvent("s1", "delivery", "", "u@x.io", "", ids[0], 1, "{}"),
+        SesEvent("s2", "delivery", "", "u@x.io", "", ids[1], 1, "{}"),
+        SesEvent("s3", "bounce", "Permanent/General", "u@x.io", "", ids[1], 2, "{}"),
+        SesEvent("s4", "complaint", "abuse", "u@x.io", "", ids[0], 3, "{}"),
+    )
+    events.record_events(conn, RecordEvents(5, "ingest", seen), 10)
+    events.record_opens(conn, RecordOpens(6, "ingest", ((ids[0], 5), (ids[0], 6), (ids[2], 7))))
+    counters = dict(conn.execute("SELECT name, n FROM topic_counts WHERE topic_id = 't'").fetchall())
+    recount = dict(conn.execute("SELECT status, COUNT(*) FROM recipients GROUP BY status").fetchall())
+    for status, count in recount.items():
+        assert counters[status] == count, status
+    assert sum(v for k, v in counters.items() if k in recount) == 12
+    assert (counters["delivered"], counters["bounced"], counters["complained"]) == (1, 1, 1)
+    assert (counters["opened"], counters["opens"]) == (2, 3)
+    assert (counters["first_sent_at_ms"], counters["last_sent_at_ms"]) == (100 + ids[0], 100 + ids[4])

@@ -14,9 +14,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test,dev]'
 	touch $(STAMP)
 
-## run: the server on its embedded defaults (SQLite file, .eml outbox, no AWS account)
+## run: the server on its embedded defaults (SQLite file, .eml outbox, no AWS account, and no
+## authentication unless JWT_SECRET is set, with a warning at start)
 run: $(STAMP)
-	EMAIL_BACKEND=$${EMAIL_BACKEND:-outbox} $(BIN)/python supervisor.py
+	EMAIL_BACKEND=$${EMAIL_BACKEND:-outbox} AUTH_DISABLED=$${AUTH_DISABLED:-true} $(BIN)/python supervisor.py
 
 ## test: the whole suite
 test: $(STAMP)

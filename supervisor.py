@@ -274,6 +274,8 @@ def bind_listener(settings: Settings) -> socket.socket:
 def warn_about(settings: Settings) -> None:
     """Start-up lines an operator should see once."""
     log.info("email backend: %s (%s)", settings.ses.backend, settings.ses.backend_reason)
+    if settings.auth.disabled:
+        log.warning("AUTH_DISABLED=true: the API accepts requests from anyone who can reach it")
     if settings.ses.backend == "ses" and settings.server_url_is_local:
         log.warning(
             "SERVER_URL is %s: recipients cannot reach the tracking pixel; set it to the public URL",

@@ -81,6 +81,21 @@ class SnsSettings:
     auto_confirm: bool = True
 
 
+MIN_SECRET_CHARS: Final = 32
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """Who may call the API: a JWT signed with the secret (HS256), or the API key."""
+
+    jwt_secret: str | None = field(default=None, repr=False)
+    api_key: str | None = field(default=None, repr=False)
+    audience: str | None = None
+    issuer: str | None = None
+    leeway_s: float = 30.0
+    disabled: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the product can be told, validated; secrets never appear in repr."""
@@ -89,7 +104,7 @@ class Settings:
     server_host: str = "0.0.0.0"
     server_port: int = 3000
     database_path: Path = Path("sqlite3.db")
-    jwt_secret: str | None = field(default=None, repr=False)
+    auth: AuthSettings = field(default_factory=AuthSettings)
     sentry_dsn: str | None = field(default=None, repr=False)
     log_level: str = "INFO"
     max_emails_per_request: int = 10_000
@@ -268,6 +283,28 @@ def _ses(reader: _Reader) -> SesSettings:
     )
 
 
+def _auth(reader: _Reader) -> AuthSettings:
+    """JWT_SECRET is required unless AUTH_DISABLED=true says, explicitly, to run open."""
+    secret, api_key = reader.raw("JWT_SECRET"), reader.raw("API_KEY")
+    disabled = reader.flag("AUTH_DISABLED", False)
+    if secret is None and not disabled:
+        reader.problems.append(
+            "JWT_SECRET: required to protect the API (or set AUTH_DISABLED=true to run without authentication)"
+        )
+    for name, value in (("JWT_SECRET", secret), ("API_KEY", api_key)):
+        if value is not None and len(value) < MIN_SECRET_CHARS:
+            reader.problems.append(f"{name}: must be at least {MIN_SECRET_CHARS} characters (openssl rand -hex 32)")
+    return AuthSettings(
+        jwt_secret=secret,
+        api_key=api_key,
+        audience=reader.raw("JWT_AUDIENCE"),
+        issuer=reader.raw("JWT_ISSUER"),
+        leeway_s=reader.number("JWT_LEEWAY_S", 30.0, minimum=0, strict=False),
+        # A secret always protects the API: AUTH_DISABLED only opens a server that has none.
+        disabled=disabled and secret is None,
+    )
+
+
 def _sns(reader: _Reader) -> SnsSettings:
     import re
 
@@ -300,7 +337,7 @@ def load(environ: Mapping[str, str]) -> Settings:
         server_host=reader.raw("SERVER_HOST") or defaults.server_host,
         server_port=reader.integer(port_name, defaults.server_port, low=0, high=65535),
         database_path=_database_path(reader, defaults.database_path),
-        jwt_secret=reader.raw("JWT_SECRET"),
+        auth=_auth(reader),
         sentry_dsn=reader.raw("SENTRY_DSN"),
         log_level=_log_level(reader),
         max_emails_per_request=reader.integer(

@@ -80,6 +80,7 @@ class Tree:
             "LOG_LEVEL": "INFO",
             "RESTART_MIN_DELAY_S": "0.1",
             "RESTART_MAX_DELAY_S": "0.5",
+            "AUTH_DISABLED": "true",
             **(env or {}),
         }
         self.process: subprocess.Popen[bytes] | None = None

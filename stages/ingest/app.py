@@ -29,9 +29,12 @@ PIXEL_RECORD_TIMEOUT_S = 2.0
 
 def make_app(ctx: StageContext, replies: PendingReplies[Message]) -> web.Application:
     """The API, the webhook and the pixel; nothing loop-bound is made before startup."""
+    from stages.ingest.auth import auth_middleware
     from stages.ingest.routes import setup_routes
 
-    app = web.Application(client_max_size=ctx.settings.max_request_bytes, middlewares=[error_middleware])
+    app = web.Application(
+        client_max_size=ctx.settings.max_request_bytes, middlewares=[error_middleware, auth_middleware]
+    )
     app[CTX] = ctx
     app[REPLIES] = replies
     app[OPENS] = OpenBatcher(lambda build: replies.ask(ctx.outboxes["recorder"], build, PIXEL_RECORD_TIMEOUT_S))

@@ -155,7 +155,7 @@ def test_a_stage_that_cannot_boot_halts_the_tree(make_tree: Callable[..., Tree],
 
 
 def test_migrations_create_the_schema_once(make_tree: Callable[..., Tree], tmp_path: Path) -> None:
-    env = {"PATH": os.environ["PATH"], "DATABASE_URL": "sqlite://m.db"}
+    env = {"PATH": os.environ["PATH"], "DATABASE_URL": "sqlite://m.db", "AUTH_DISABLED": "true"}
     first = subprocess.run(
         [sys.executable, str(SUPERVISOR), "migrate"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30
     )

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import ConfigError, load, parse_database_url
+from config.settings import ConfigError, parse_database_url
+from config.settings import load as load_strict
+
+
+def load(environ: dict[str, str]):  # type: ignore[no-untyped-def]
+    """Most tests are not about auth: run open unless they say otherwise."""
+    return load_strict({"AUTH_DISABLED": "true", **environ})
 
 
 def test_defaults_need_nothing() -> None:
@@ -26,7 +32,7 @@ def test_every_variable_is_read() -> None:
             "SERVER_URL": "https://mail.example.com/",
             "SERVER_PORT": "8080",
             "DATABASE_URL": "sqlite:///var/lib/ses/db.sqlite",
-            "JWT_SECRET": "s3cret",
+            "JWT_SECRET": "s3cret-s3cret-s3cret-s3cret-s3cret",
             "MAX_SEND_PER_SECOND": "25.5",
             "AWS_REGION": "eu-west-1",
             "AWS_SES_FROM_EMAIL": "news@example.com",
@@ -56,7 +62,7 @@ def test_port_variable_from_the_platform_wins() -> None:
 
 
 def test_secrets_never_appear_in_repr() -> None:
-    text = repr(load({"JWT_SECRET": "hunter2-secret", "SENTRY_DSN": "https://dsn-secret@x/1"}))
+    text = repr(load({"JWT_SECRET": "hunter2-secret-hunter2-secret-hunter2", "SENTRY_DSN": "https://dsn-secret@x/1"}))
     assert "hunter2-secret" not in text and "dsn-secret" not in text
 
 
@@ -112,3 +118,19 @@ def test_sender_with_a_display_name_is_accepted() -> None:
 def test_local_server_url_is_detected() -> None:
     assert load({}).server_url_is_local
     assert not load({"SERVER_URL": "https://mail.example.com"}).server_url_is_local
+
+
+def test_the_api_is_protected_unless_told_otherwise() -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_strict({})
+    assert "JWT_SECRET: required" in str(refused.value) and "AUTH_DISABLED=true" in str(refused.value)
+    assert load_strict({"AUTH_DISABLED": "true"}).auth.disabled
+    # A secret always protects the API, whatever AUTH_DISABLED says.
+    assert not load_strict({"AUTH_DISABLED": "true", "JWT_SECRET": "x" * 32}).auth.disabled
+
+
+def test_short_secrets_are_refused() -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_strict({"JWT_SECRET": "short", "API_KEY": "also-short"})
+    assert "JWT_SECRET: must be at least 32 characters" in str(refused.value)
+    assert "API_KEY: must be at least 32 characters" in str(refused.value)

@@ -208,6 +208,16 @@ class PendingReplies(Generic[R]):
         finally:
             self._waiting.pop(corr_id, None)
 
+    def fail_all(self, error: Exception) -> int:
+        """Give every waiting request `error` instead of a reply (shutdown); how many there were."""
+        failed = 0
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(error)
+                failed += 1
+        self._waiting.clear()
+        return failed
+
     def __len__(self) -> int:
         return len(self._waiting)
 

@@ -36,6 +36,11 @@ async def run(ctx: StageContext) -> None:
         await site.start()
         ctx.ready()
         await ctx.stopping.wait()
+        # Requests still waiting on another stage get a clean 503 ("nothing acknowledged,
+        # retry") now, instead of a reset connection when the site shuts down.
+        waiting = replies.fail_all(TimeoutError("shutting down"))
+        if waiting:
+            ctx.log.warning("answered %d waiting request(s) with 503 while stopping", waiting)
     finally:
         await runner.cleanup()
         dispatcher.cancel()

@@ -227,3 +227,50 @@ def test_sigterm_mid_run_abandons_no_call_and_a_restart_sends_nothing_twice(
     again = make_tree(env, workdir=tree.workdir)
     wait_until(lambda: again.statuses() == {"sent": 800}, 60, "the rest after the restart")
     assert all(n == 1 for n in reached(fake_ses).values()), "nothing was sent twice"
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: object) -> Iterator[str]:
+    """A real 3 MB filesystem (tmpfs), so "disk full" is the kernel's ENOSPC, not a mock."""
+    import subprocess
+    from pathlib import Path
+
+    mount_point = Path(str(tmp_path)) / "tiny"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small filesystem here: {mounted.stderr.strip()}")
+    try:
+        yield str(mount_point)
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+
+
+def test_a_full_disk_answers_503_stores_nothing_and_recovers(make_tree: Callable[..., Tree], tiny_disk: str) -> None:
+    database = f"{tiny_disk}/full.db"
+    tree = make_tree({"DATABASE_URL": f"sqlite://{database}"})
+
+    def stored() -> int:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM recipients").fetchone()[0])
+
+    # Given the disk fills up
+    filler = f"{tiny_disk}/filler"
+    with open(filler, "wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+        except OSError:
+            pass
+    emails = [f"u{i}@example.com" for i in range(2000)]
+    status, answer, headers = tree.post("/v1/messages", campaign(emails), timeout_s=30)
+    assert status == 503 and "Retry-After" in headers, answer
+    assert stored() == 0, "nothing acknowledged, nothing stored"
+    # When space comes back, the server goes on without a restart
+    os.remove(filler)
+    status, answer, _ = tree.post("/v1/messages", campaign(emails))
+    assert status == 200 and answer["success"] == 2000
+    assert stored() == 2000

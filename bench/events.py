@@ -22,7 +22,7 @@ import aiohttp
 
 from bench.common import machine
 from pipeline.db.schema import open_writer
-from tests.fakes.fake_sns import TOPIC_ARN, FakeSns, ses_event
+from tests.fakes.fake_sns import FakeSns, ses_event, sns_env
 from tests.helpers import ROOT, Tree, campaign, free_port, wait_until
 
 BARE_APP = """
@@ -98,13 +98,7 @@ def pixel_bench(seconds: float, concurrency: int) -> None:
 def sns_bench(count: int, concurrency: int) -> None:
     fake = FakeSns().start()
     with tempfile.TemporaryDirectory() as folder:
-        env = {
-            "LOG_LEVEL": "WARNING",
-            "SNS_CERT_ALLOW_HTTP": "true",
-            "SNS_CERT_HOST_PATTERN": r"127\.0\.0\.1",
-            "SNS_TOPIC_ARNS": TOPIC_ARN,
-        }
-        tree = Tree(Path(folder), env).start()
+        tree = Tree(Path(folder), sns_env(LOG_LEVEL="WARNING")).start()
         try:
             bodies = [
                 json.dumps(fake.notification(ses_event("Delivery", f"m{i}", f"u{i}@example.com"))).encode()

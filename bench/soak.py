@@ -20,7 +20,7 @@ from bench.common import fake_ses_process
 from bench.scale import rss_mb
 from pipeline import tracking
 from pipeline.db.schema import tracking_key
-from tests.fakes.fake_sns import TOPIC_ARN, FakeSns, ses_event
+from tests.fakes.fake_sns import FakeSns, ses_event, sns_env
 from tests.helpers import Tree, campaign, http, ses_env
 
 
@@ -78,13 +78,7 @@ def main() -> None:
     args = parser.parse_args()
     sns = FakeSns().start()
     with fake_ses_process() as url, tempfile.TemporaryDirectory() as folder:
-        env = {
-            **ses_env(url, MAX_SEND_PER_SECOND=str(args.rate)),
-            "LOG_LEVEL": "WARNING",
-            "SNS_CERT_ALLOW_HTTP": "true",
-            "SNS_CERT_HOST_PATTERN": r"127\.0\.0\.1",
-            "SNS_TOPIC_ARNS": TOPIC_ARN,
-        }
+        env = {**ses_env(url, MAX_SEND_PER_SECOND=str(args.rate)), **sns_env(LOG_LEVEL="WARNING")}
         tree = Tree(Path(folder), env).start()
         load = Load(tree, sns, args.rate)
         threads = [load.run(load.posts), load.run(load.events_and_opens)]

@@ -97,6 +97,8 @@ async def open_pixel(request: web.Request) -> web.Response:
     if request.method == "GET":
         try:
             await record_open(request)
+        except (ApiError, TimeoutError):  # the recorder is restarting: the image still goes out
+            request.app[CTX].log.warning("an open could not be recorded in time")
         except Exception:  # a mail client must never see an error page
             request.app[CTX].log.exception("could not record an open")
     return web.Response(body=PIXEL, content_type="image/png", headers=PIXEL_HEADERS)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.fake_ses import FakeSes
-from tests.fakes.fake_sns import TOPIC_ARN, FakeSns, ses_event
+from tests.fakes.fake_sns import TOPIC_ARN, FakeSns, ses_event, sns_env
 from tests.helpers import Tree, campaign, http, ses_env, wait_until
 
 PIXEL_URL = re.compile(r'src="(http://[^"]+/v1/events/open\?[^"]+)"')
@@ -23,15 +23,6 @@ def fake_sns() -> Iterator[FakeSns]:
     fake = FakeSns().start()
     yield fake
     fake.stop()
-
-
-def sns_env(**extra: str) -> dict[str, str]:
-    return {
-        "SNS_CERT_ALLOW_HTTP": "true",
-        "SNS_CERT_HOST_PATTERN": r"127\.0\.0\.1",
-        "SNS_TOPIC_ARNS": TOPIC_ARN,
-        **extra,
-    }
 
 
 def post_sns(tree: Tree, envelope: dict[str, Any] | bytes, kind: str | None = "auto") -> tuple[int, Any]:

@@ -21,7 +21,7 @@ import pytest
 
 from stages.sender import in_flight_limit
 from tests.fakes.fake_ses import FakeSes, max_in_any_window
-from tests.fakes.fake_sns import TOPIC_ARN, FakeSns, ses_event
+from tests.fakes.fake_sns import FakeSns, ses_event, sns_env
 from tests.helpers import Tree, campaign, http, ses_env, wait_until
 
 RATE = 400
@@ -121,8 +121,7 @@ def test_kill_9_of_the_recorder_while_posts_arrive(make_tree: Callable[..., Tree
 
 
 def test_kill_9_of_ingest_loses_no_acknowledged_event(make_tree: Callable[..., Tree], fake_sns: FakeSns) -> None:
-    env = {"SNS_CERT_ALLOW_HTTP": "true", "SNS_CERT_HOST_PATTERN": r"127\.0\.0\.1", "SNS_TOPIC_ARNS": TOPIC_ARN}
-    tree = make_tree(env)
+    tree = make_tree(sns_env())
     acknowledged: list[str] = []
     stop = threading.Event()
 

@@ -26,6 +26,16 @@ from stages.ingest.sns import string_to_sign
 TOPIC_ARN = "arn:aws:sns:us-east-1:123456789012:ses-events"
 
 
+def sns_env(**extra: str) -> dict[str, str]:
+    """Settings that make a tree trust this fake: its http certificate on 127.0.0.1, its topic."""
+    return {
+        "SNS_CERT_ALLOW_HTTP": "true",
+        "SNS_CERT_HOST_PATTERN": r"127\.0\.0\.1",
+        "SNS_TOPIC_ARNS": TOPIC_ARN,
+        **extra,
+    }
+
+
 def make_certificate(key: rsa.RSAPrivateKey) -> bytes:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
     now = dt.datetime.now(dt.UTC)

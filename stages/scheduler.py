@@ -9,20 +9,16 @@ in flight. At start it asks the database, so work due during downtime is found.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from pipeline.channels import ChannelFull
+from pipeline.clock import now_ms
 from pipeline.messages import ClaimDue, Claimed, Deliver, Demand, EndOfStream, Message, WorkAdded
 from pipeline.runtime import StageContext
 
 PAGE_SIZE = 500
 # A claim that got no answer (the recorder restarted) is asked again after this.
 CLAIM_TIMEOUT_S = 10.0
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(slots=True)

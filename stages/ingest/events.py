@@ -8,7 +8,6 @@ retries on a 5xx, and a 2xx means recorded), 403 for anything not provably from 
 from __future__ import annotations
 
 import struct
-import time
 import zlib
 from typing import Any, Final
 
@@ -16,6 +15,7 @@ import aiohttp
 from aiohttp import web
 
 from pipeline import ses_events, tracking
+from pipeline.clock import now_ms
 from pipeline.messages import EventsRecorded, GetQuota, QuotaReport, RecordEvents
 from stages.ingest.app import CTX, DB, HTTP, OPENS, SNS_KEYS, TRACKING_KEY
 from stages.ingest.errors import ApiError
@@ -111,7 +111,7 @@ async def record_open(request: web.Request) -> None:
     recipient_id = int(raw_id)
     if not tracking.verify(request.app[TRACKING_KEY], recipient_id, signature):
         return
-    await request.app[OPENS].record(recipient_id, time.time_ns() // 1_000_000)
+    await request.app[OPENS].record(recipient_id, now_ms())
 
 
 async def sent_counts(request: web.Request) -> web.Response:
@@ -120,7 +120,7 @@ async def sent_counts(request: web.Request) -> web.Response:
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_HOURS:
         raise ApiError(400, "invalid_query", f"hours must be a whole number from 1 to {MAX_HOURS}", "hours")
     hours = int(raw)
-    since_ms = time.time_ns() // 1_000_000 - hours * 3_600_000
+    since_ms = now_ms() - hours * 3_600_000
     async with request.app[DB].execute("SELECT COUNT(*) FROM recipients WHERE sent_at_ms >= ?", (since_ms,)) as cursor:
         row = await cursor.fetchone()
     answer: dict[str, Any] = {"count": row[0] if row else 0, "hours": hours}

@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-import time
 from collections import Counter
 
 from pipeline.channels import WRITES_TO, ChannelFull, describe
+from pipeline.clock import now_ms
 from pipeline.db.schema import open_writer
 from pipeline.messages import (
     ChangeSuppression,
@@ -180,7 +180,3 @@ async def send_replies(ctx: StageContext, replies: list[Reply]) -> None:
             await ctx.outboxes[reply_to].put(reply, timeout_s=REPLY_TIMEOUT_S)
         except ChannelFull:
             ctx.log.warning("%s is not reading; dropped a %s", reply_to, describe(reply))
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000

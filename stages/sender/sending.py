@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from pipeline.backoff import jittered_backoff_s
 from pipeline.channels import ChannelFull
+from pipeline.clock import now_ms
 from pipeline.gate import SendGate
 from pipeline.limiter import RateLimiter
 from pipeline.mail import build
@@ -55,10 +56,6 @@ ACCOUNT_PAUSE_S = 60.0
 THROTTLE_RETRY_MIN_S = 0.5
 THROTTLE_RETRY_MAX_S = 30.0
 DRAIN_MARGIN_S = 1.0
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(slots=True)

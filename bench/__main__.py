@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ("ingest", "throughput", "rate", "scale", "events")
+BENCHMARKS = ("ingest", "throughput", "rate", "scale", "events", "fuzz")
 
 
 def main() -> int:

@@ -109,6 +109,10 @@ class Settings:
     log_level: str = "INFO"
     max_emails_per_request: int = 10_000
     max_request_bytes: int = 20 * 1024 * 1024
+    # Requests per second per API client (token subject, API key or address); 0: no limit.
+    api_rate_per_s: float = 0.0
+    # How many requests a client may make at once before the rate applies.
+    api_rate_burst: int = 0
     # The zone of `scheduled_at` values written without an offset (IANA name).
     timezone: str = "UTC"
     schedule_horizon_days: int = 366
@@ -344,6 +348,8 @@ def load(environ: Mapping[str, str]) -> Settings:
             "MAX_EMAILS_PER_REQUEST", defaults.max_emails_per_request, low=1, high=1_000_000
         ),
         max_request_bytes=reader.integer("MAX_REQUEST_BYTES", defaults.max_request_bytes, low=1024, high=1024**3),
+        api_rate_per_s=(api_rate := reader.number("API_RATE_LIMIT", 0.0, minimum=0, strict=False)),
+        api_rate_burst=reader.integer("API_RATE_BURST", max(1, math.ceil(api_rate)), low=1, high=1_000_000),
         timezone=_timezone(reader),
         schedule_horizon_days=reader.integer("SCHEDULE_HORIZON_DAYS", 366, low=1, high=3660),
         shutdown_timeout_s=reader.number("SHUTDOWN_TIMEOUT_S", defaults.shutdown_timeout_s, minimum=0),

@@ -49,7 +49,7 @@ def parse(sns_message_id: str, message: str) -> list[SesEvent] | None:
     """The events in an SNS notification's Message, or None when it is not an SES event."""
     try:
         body = json.loads(message)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None  # e.g. "Successfully validated SNS topic for Amazon SES event publishing."
     if not isinstance(body, dict):
         return None

@@ -49,9 +49,13 @@ def http(
 ) -> tuple[int, Any, dict[str, str]]:
     """(status, decoded JSON or raw bytes, headers)."""
     data = None
+    headers = dict(headers or {})
     if body is not None:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+        # urllib would call it a form; the API reads JSON (and answers 415 to anything else).
+        if not any(name.lower() == "content-type" for name in headers):
+            headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             raw, status, got_headers = response.read(), response.status, dict(response.headers)
@@ -195,3 +199,16 @@ def ses_env(endpoint: str, **extra: str) -> dict[str, str]:
         "AWS_ENDPOINT_URL_SES": endpoint,
         **extra,
     }
+
+
+FUZZ_CONFIG = ROOT / "tests" / "fuzz" / "schemathesis.toml"
+
+
+def run_schemathesis(
+    base: str, token: str, workdir: Path, examples: int, seed: int, timeout_s: float = 400
+) -> subprocess.CompletedProcess[str]:
+    """schemathesis against the live /openapi.json, with every check (tests/fuzz/schemathesis.toml)."""
+    command = [sys.executable, "-m", "schemathesis.cli", "--no-color", "--config-file", str(FUZZ_CONFIG), "run"]
+    command += [f"{base}/openapi.json", "-H", f"Authorization: Bearer {token}", "-n", str(examples)]
+    command += ["--seed", str(seed), "--workers", "2", "--request-timeout", "30"]
+    return subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=timeout_s)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from pipeline.channels import ChannelFull, PendingReplies
 from pipeline.messages import EndOfStream, Message
@@ -25,6 +27,7 @@ async def run(ctx: StageContext) -> None:
     """Serve HTTP until told to stop."""
     if ctx.listen_socket is None:
         raise BootError("ingest needs the listening socket from the supervisor")
+    logging.getLogger("aiohttp.server").addFilter(quiet_malformed_requests)
     replies: PendingReplies[Message] = PendingReplies()
     runner = web.AppRunner(make_app(ctx, replies), handle_signals=False, access_log=None)
     await runner.setup()
@@ -51,6 +54,16 @@ async def run(ctx: StageContext) -> None:
                 await outbox.put(EndOfStream("ingest"), timeout_s=0.5)
             except ChannelFull:
                 ctx.log.warning("could not tell %s that ingest stopped", name)
+
+
+def quiet_malformed_requests(record: logging.LogRecord) -> bool:
+    """A client's malformed HTTP (aiohttp answers it 400) is one INFO line, not an error with a trace."""
+    problem = record.exc_info[1] if record.exc_info else None
+    if isinstance(problem, HttpProcessingError):
+        reason = (problem.message.splitlines() or ["?"])[0]
+        record.msg, record.args, record.exc_info = "refused malformed HTTP: %s", (reason,), None
+        record.levelno, record.levelname = logging.INFO, "INFO"
+    return True
 
 
 async def dispatch_replies(ctx: StageContext, replies: PendingReplies[Message]) -> None:

@@ -30,11 +30,14 @@ PIXEL_RECORD_TIMEOUT_S = 2.0
 def make_app(ctx: StageContext, replies: PendingReplies[Message]) -> web.Application:
     """The API, the webhook and the pixel; nothing loop-bound is made before startup."""
     from stages.ingest.auth import auth_middleware
+    from stages.ingest.ratelimit import LIMITER, make_limiter, rate_limit_middleware
     from stages.ingest.routes import setup_routes
 
     app = web.Application(
-        client_max_size=ctx.settings.max_request_bytes, middlewares=[error_middleware, auth_middleware]
+        client_max_size=ctx.settings.max_request_bytes,
+        middlewares=[error_middleware, auth_middleware, rate_limit_middleware],
     )
+    app[LIMITER] = make_limiter(ctx.settings.api_rate_per_s, ctx.settings.api_rate_burst)
     app[CTX] = ctx
     app[REPLIES] = replies
     app[OPENS] = OpenBatcher(lambda build: replies.ask(ctx.outboxes["recorder"], build, PIXEL_RECORD_TIMEOUT_S))

@@ -17,6 +17,7 @@ from stages.ingest.app import CTX
 from stages.ingest.errors import ApiError
 
 PUBLIC = frozenset({"/v1/events/open", "/v1/events/results"})
+CLIENT = "client"  # request key: who the caller is, for the rate limit
 ALGORITHMS = ["HS256"]  # and nothing else: no `none`, no algorithm confusion
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -26,12 +27,17 @@ def unauthorized(message: str) -> ApiError:
     return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": 'Bearer realm="ses-sender"'})
 
 
-def check(request: web.Request, auth: AuthSettings) -> None:
-    """Raise 401 unless the request carries a valid API key or token."""
+def guarded(path: str) -> bool:
+    """The API proper: everything under /v1/ but the pixel and the webhook."""
+    return path.startswith("/v1/") and path not in PUBLIC
+
+
+def check(request: web.Request, auth: AuthSettings) -> str:
+    """Who the caller is (for the rate limit); 401 unless it has a valid API key or token."""
     key = request.headers.get("X-API-KEY")
     if key is not None and auth.api_key is not None:
         if hmac.compare_digest(key.encode(), auth.api_key.encode()):
-            return
+            return "api-key"
         raise unauthorized("the API key is not valid")
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
@@ -39,7 +45,7 @@ def check(request: web.Request, auth: AuthSettings) -> None:
         raise unauthorized("send Authorization: Bearer <token>")
     assert auth.jwt_secret is not None
     try:
-        jwt.decode(
+        claims = jwt.decode(
             token.strip(),
             auth.jwt_secret,
             algorithms=ALGORITHMS,
@@ -54,11 +60,12 @@ def check(request: web.Request, auth: AuthSettings) -> None:
         raise unauthorized("the token is not valid yet") from None
     except jwt.InvalidTokenError:
         raise unauthorized("the token is not valid") from None
+    return f"sub:{claims.get('sub', '')}"
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     auth = request.app[CTX].settings.auth
-    if not auth.disabled and request.path.startswith("/v1/") and request.path not in PUBLIC:
-        check(request, auth)
+    if not auth.disabled and guarded(request.path):
+        request[CLIENT] = check(request, auth)
     return await handler(request)

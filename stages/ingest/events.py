@@ -18,7 +18,9 @@ from pipeline import ses_events, tracking
 from pipeline.clock import now_ms
 from pipeline.messages import EventsRecorded, GetQuota, QuotaReport, RecordEvents
 from stages.ingest.app import CTX, DB, HTTP, OPENS, SNS_KEYS, TRACKING_KEY
+from stages.ingest.bodies import read_capped
 from stages.ingest.errors import ApiError
+from stages.ingest.params import is_ascii_number, whole_number
 from stages.ingest.sns import check_subscribe_url, parse_envelope, verify
 from stages.ingest.talk import ask
 
@@ -45,7 +47,7 @@ PIXEL_HEADERS: Final = {"Cache-Control": "no-store, no-cache, must-revalidate, m
 async def sns_results(request: web.Request) -> web.Response:
     """POST /v1/events/results: SES events, subscription confirmations, from SNS."""
     ctx = request.app[CTX]
-    body = await read_capped(request, MAX_SNS_BODY_BYTES)
+    body = await read_capped(request, MAX_SNS_BODY_BYTES, "an SNS message")
     envelope = parse_envelope(body, request.headers.get("x-amz-sns-message-type"))
     await verify(envelope, ctx.settings.sns, request.app[SNS_KEYS])
     kind = envelope["Type"]
@@ -61,15 +63,6 @@ async def sns_results(request: web.Request) -> web.Response:
     reply = await ask(request, "recorder", lambda corr_id: RecordEvents(corr_id, "ingest", tuple(events)))
     assert isinstance(reply, EventsRecorded)
     return web.json_response({"status": "recorded", "recorded": reply.recorded, "matched": reply.matched})
-
-
-async def read_capped(request: web.Request, limit: int) -> bytes:
-    if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, "body_too_large", f"an SNS message is at most {limit // 1024} KiB")
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise ApiError(413, "body_too_large", f"an SNS message is at most {limit // 1024} KiB")
-    return body
 
 
 async def confirm_subscription(request: web.Request, envelope: dict[str, Any]) -> web.Response:
@@ -106,7 +99,7 @@ async def open_pixel(request: web.Request) -> web.Response:
 
 async def record_open(request: web.Request) -> None:
     raw_id, signature = request.query.get("request_id", ""), request.query.get("sig", "")
-    if not raw_id.isdigit() or len(raw_id) > 18 or not signature:
+    if not is_ascii_number(raw_id) or not signature:
         return
     recipient_id = int(raw_id)
     if not tracking.verify(request.app[TRACKING_KEY], recipient_id, signature):
@@ -116,10 +109,7 @@ async def record_open(request: web.Request) -> None:
 
 async def sent_counts(request: web.Request) -> web.Response:
     """GET /v1/events/counts/sent?hours=24: what this server sent, and the SES quota."""
-    raw = request.query.get("hours", "24")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_HOURS:
-        raise ApiError(400, "invalid_query", f"hours must be a whole number from 1 to {MAX_HOURS}", "hours")
-    hours = int(raw)
+    hours = whole_number(request, "hours", 24, 1, MAX_HOURS)
     since_ms = now_ms() - hours * 3_600_000
     async with request.app[DB].execute("SELECT COUNT(*) FROM recipients WHERE sent_at_ms >= ?", (since_ms,)) as cursor:
         row = await cursor.fetchone()

@@ -50,7 +50,7 @@ def parse_envelope(body: bytes, header_type: str | None) -> dict[str, Any]:
         raise ApiError(400, "bad_request", "missing the x-amz-sns-message-type header", "x-amz-sns-message-type")
     try:
         envelope = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ApiError(400, "invalid_json", "the body is not an SNS message (not JSON)") from None
     if not isinstance(envelope, dict):
         raise ApiError(400, "invalid_json", "the body is not an SNS message (not an object)")

@@ -5,25 +5,23 @@ Reads come from the read-only connection; changes go through the recorder.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-import msgspec
 from aiohttp import web
 
 from pipeline.messages import ChangeSuppression, SuppressionChanged
 from stages.ingest.addresses import InvalidAddress, normalise
 from stages.ingest.app import DB
-from stages.ingest.campaigns import split_msgspec_error
+from stages.ingest.bodies import read_json_body
 from stages.ingest.errors import ApiError
+from stages.ingest.params import whole_number
+from stages.ingest.schemas import MAX_EMAIL_CHARS, NO_SPACE_OR_CONTROL, SuppressionIn, decode
 from stages.ingest.talk import ask
 
 PAGE_DEFAULT = 100
 PAGE_MAX = 1000
-
-
-class SuppressionIn(msgspec.Struct):
-    email: str
-    reason: str = "manual"
+MAX_BODY_BYTES = 16 * 1024
 
 
 def row_to_json(row: Any) -> dict[str, Any]:
@@ -31,18 +29,16 @@ def row_to_json(row: Any) -> dict[str, Any]:
 
 
 def address_of(request: web.Request) -> str:
-    email = request.match_info["email"].strip().lower()
-    if not email or len(email) > 320:
-        raise ApiError(400, "invalid_path", "not an email address", "email")
-    return email
+    """The address in the path, lower-cased as stored; 400 for what cannot be one."""
+    email = request.match_info["email"]
+    if len(email) > MAX_EMAIL_CHARS or not re.fullmatch(NO_SPACE_OR_CONTROL, email):
+        raise ApiError(400, "invalid_path", "not an email address (spaces or control characters)", "email")
+    return email.lower()
 
 
 async def list_suppressions(request: web.Request) -> web.Response:
     """GET /v1/suppressions?limit=100&after=<email>: in address order, paged by the last one."""
-    raw_limit = request.query.get("limit", str(PAGE_DEFAULT))
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= PAGE_MAX:
-        raise ApiError(400, "invalid_query", f"limit must be from 1 to {PAGE_MAX}", "limit")
-    limit, after = int(raw_limit), request.query.get("after", "")
+    limit, after = whole_number(request, "limit", PAGE_DEFAULT, 1, PAGE_MAX), request.query.get("after", "")
     async with request.app[DB].execute(
         "SELECT email, reason, detail, created_at_ms FROM suppressions WHERE email > ? ORDER BY email LIMIT ?",
         (after, limit + 1),
@@ -75,19 +71,13 @@ async def delete_suppression(request: web.Request) -> web.Response:
 
 async def add_suppression(request: web.Request) -> web.Response:
     """POST /v1/suppressions {"email", "reason"?}: 201 when added, 200 when already there."""
-    try:
-        body = msgspec.json.decode(await request.read(), type=SuppressionIn)
-    except msgspec.ValidationError as problem:
-        message, field = split_msgspec_error(str(problem))
-        raise ApiError(400, "invalid_field", message, field) from None
-    except msgspec.DecodeError:
-        raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
+    body = decode(await read_json_body(request, MAX_BODY_BYTES), SuppressionIn)
     try:
         email = normalise(body.email).lower()
     except InvalidAddress as problem:
         raise ApiError(400, "invalid_field", str(problem), "email") from None
-    if not body.reason.strip() or len(body.reason) > 100:
-        raise ApiError(400, "invalid_field", "1 to 100 characters", "reason")
+    if not body.reason.strip():
+        raise ApiError(400, "invalid_field", "must not be blank", "reason")
     reply = await ask(request, "recorder", lambda c: ChangeSuppression(c, "ingest", email, body.reason))
     assert isinstance(reply, SuppressionChanged)
     return web.json_response({"email": email, "suppressed": True}, status=201 if reply.changed else 200)

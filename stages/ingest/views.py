@@ -25,12 +25,16 @@ from pipeline.messages import (
     TopicResumed,
 )
 from stages.ingest.app import CTX, DB, REPLIES
-from stages.ingest.campaigns import MAX_TOPIC_CHARS, iso_utc, parse_campaign
+from stages.ingest.bodies import read_json_body
+from stages.ingest.campaigns import CONTROL_CHARACTER, iso_utc, parse_campaign
 from stages.ingest.errors import ApiError
+from stages.ingest.params import whole_number
+from stages.ingest.schemas import MAX_TOPIC_CHARS
 from stages.ingest.talk import ask, wake_scheduler
 
 READY_TIMEOUT_S = 1.0
 MAX_IDEMPOTENCY_KEY_CHARS = 255
+MAX_OFFSET = 1_000_000_000
 
 
 async def health(request: web.Request) -> web.Response:
@@ -67,7 +71,7 @@ async def post_messages(request: web.Request) -> web.Response:
     """Validate the whole campaign, have the recorder commit it, then answer."""
     started = time.perf_counter()
     ctx = request.app[CTX]
-    body = await request.read()
+    body = await read_json_body(request, ctx.settings.max_request_bytes)
     key = idempotency_key(request)
     campaign = parse_campaign(body, ctx.settings, datetime.now(UTC))
     store = StoreMessages(
@@ -117,6 +121,8 @@ def topic_id_of(request: web.Request) -> str:
     topic_id = request.match_info["topic_id"]
     if len(topic_id) > MAX_TOPIC_CHARS:
         raise ApiError(400, "invalid_path", f"at most {MAX_TOPIC_CHARS} characters", "topic_id")
+    if CONTROL_CHARACTER.search(topic_id):
+        raise ApiError(400, "invalid_path", "must not contain control characters", "topic_id")
     return topic_id
 
 
@@ -175,13 +181,10 @@ def iso_ms(value: int | None) -> str | None:
 
 async def list_topics(request: web.Request) -> web.Response:
     """GET /v1/topics?limit=50&offset=0: topics with their totals, newest first."""
-    limit, offset = request.query.get("limit", "50"), request.query.get("offset", "0")
-    if not limit.isdigit() or not 1 <= int(limit) <= 500:
-        raise ApiError(400, "invalid_query", "limit must be from 1 to 500", "limit")
-    if not offset.isdigit():
-        raise ApiError(400, "invalid_query", "offset must be a whole number", "offset")
-    topics = await recent_topics(request.app[DB], int(limit), int(offset))
+    limit = whole_number(request, "limit", 50, 1, 500)
+    offset = whole_number(request, "offset", 0, 0, MAX_OFFSET)
+    topics = await recent_topics(request.app[DB], limit, offset)
     for topic in topics:
         topic["first_posted_at"] = iso_ms(topic.pop("first_posted_at_ms"))
         topic["last_posted_at"] = iso_ms(topic.pop("last_posted_at_ms"))
-    return web.json_response({"topics": topics, "limit": int(limit), "offset": int(offset)})
+    return web.json_response({"topics": topics, "limit": limit, "offset": offset})

@@ -113,11 +113,11 @@ def test_kill_9_of_the_recorder_while_posts_arrive(make_tree: Callable[..., Tree
     statuses = Counter(status for status, _ in answers)
     assert set(statuses) <= {200, 503, 0}, statuses
     accepted = [email for status, emails in answers if status == 200 for email in emails]
-    wait_until(lambda: tree.statuses().get("sent", 0) >= len(accepted), 60, "every accepted recipient sent")
     with tree.db() as conn:
         stored = {row[0] for row in conn.execute("SELECT email FROM recipients")}
     assert set(accepted) <= stored, "every POST that got 200 is fully stored"
-    assert set(accepted) <= set(reached(fake_ses))
+    # (POSTs that got no 200 may be stored too, so count the accepted addresses themselves)
+    wait_until(lambda: set(accepted) <= set(reached(fake_ses)), 60, "every accepted recipient sent")
 
 
 def test_kill_9_of_ingest_loses_no_acknowledged_event(make_tree: Callable[..., Tree], fake_sns: FakeSns) -> None:

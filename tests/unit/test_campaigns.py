@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 import pytest
 
 from config.settings import Settings
-from stages.ingest.campaigns import parse_campaign, parse_scheduled_at, split_msgspec_error
+from stages.ingest.campaigns import parse_campaign, parse_scheduled_at
 from stages.ingest.errors import ApiError
+from stages.ingest.schemas import split_error
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -27,15 +28,15 @@ def test_a_message_over_ses_40_mb_limit_is_refused_before_storing() -> None:
 
 
 def test_msgspec_paths_become_field_names() -> None:
-    assert split_msgspec_error("Expected `str`, got `int` - at `$.messages[0].subject`") == (
+    assert split_error("Expected `str`, got `int` - at `$.messages[0].subject`") == (
         "Expected `str`, got `int`",
         "messages[0].subject",
     )
-    assert split_msgspec_error("Object missing required field `emails` - at `$.messages[1]`") == (
+    assert split_error("Object missing required field `emails` - at `$.messages[1]`") == (
         "is required",
         "messages[1].emails",
     )
-    assert split_msgspec_error("Object missing required field `messages`") == ("is required", "messages")
+    assert split_error("Object missing required field `messages`") == ("is required", "messages")
 
 
 @pytest.mark.parametrize(

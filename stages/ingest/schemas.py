@@ -1,0 +1,264 @@
+"""The API's shapes: request bodies (decoded and checked by msgspec) and answers.
+
+One set of types serves twice: the request structs validate what clients send, and
+`openapi.py` turns all of them into the JSON Schemas of `/openapi.json`, so the
+documented limits are the enforced ones. Patterns that would give clients an unhelpful
+regex error are documented here (`extra_json_schema`) and checked in `campaigns.py`
+with messages in words. Unknown fields are ignored everywhere (msgspec's default),
+so clients of the original server keep working.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final, TypeVar
+
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+from stages.ingest.errors import ApiError
+
+T = TypeVar("T")
+
+MAX_TOPIC_CHARS: Final = 255
+MAX_SUBJECT_CHARS: Final = 998  # RFC 5322 line length
+MAX_EMAIL_CHARS: Final = 320  # a JSON string this long cannot be an address; longer is refused
+MAX_REASON_CHARS: Final = 100
+NO_CONTROL_CHARACTERS: Final = r"^[^\x00-\x1f\x7f]*$"
+NO_SPACE_OR_CONTROL: Final = r"^[^\x00-\x20\x7f]+$"
+
+TopicId = Annotated[
+    str,
+    Meta(
+        max_length=MAX_TOPIC_CHARS,
+        description="Groups recipients for statistics and cancellation; no control characters.",
+        extra_json_schema={"pattern": NO_CONTROL_CHARACTERS},
+    ),
+]
+Subject = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=MAX_SUBJECT_CHARS,
+        description="One line: no CR or LF, not blank.",
+        extra_json_schema={"pattern": r"^[^\r\n]*[^\s][^\r\n]*$"},
+    ),
+]
+Content = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        description="HTML, sent unchanged apart from the open pixel; a text part is derived from it.",
+        extra_json_schema={"pattern": r"[^\s]"},
+    ),
+]
+Email = Annotated[str, Meta(max_length=MAX_EMAIL_CHARS, description="An address; invalid ones go to `rejected`.")]
+
+
+class MessageIn(Struct):
+    """One message to a list of recipients."""
+
+    subject: Subject
+    content: Content
+    emails: Annotated[list[Email], Meta(min_length=1)]
+    topic_id: TopicId | None = None
+
+
+class CampaignIn(Struct):
+    """`POST /v1/messages`: at most MAX_EMAILS_PER_REQUEST recipients in all."""
+
+    messages: Annotated[list[MessageIn], Meta(min_length=1)]
+    scheduled_at: (
+        Annotated[
+            str,
+            Meta(
+                max_length=64,
+                description="ISO 8601; without an offset it is read in TIMEZONE. Past or empty: now.",
+                examples=["2026-12-01T09:00:00+09:00"],
+            ),
+        ]
+        | None
+    ) = None
+
+
+class SuppressionIn(Struct):
+    """`POST /v1/suppressions`."""
+
+    email: Annotated[str, Meta(max_length=MAX_EMAIL_CHARS, extra_json_schema={"format": "email"})]
+    reason: Annotated[str, Meta(min_length=1, max_length=MAX_REASON_CHARS, extra_json_schema={"pattern": r"[^\s]"})] = (
+        "manual"
+    )
+
+
+# Answers: documentation only, kept true by tests that check live answers against them.
+
+
+class ErrorDetail(Struct):
+    code: str
+    message: str
+    field: str | UnsetType = UNSET
+
+
+class ErrorAnswer(Struct):
+    """Every answer that is not a success."""
+
+    error: ErrorDetail
+
+
+class RejectedAddress(Struct):
+    email: str
+    reason: str
+
+
+class CampaignAccepted(Struct):
+    """Everything in it was committed before this answer."""
+
+    total: int
+    success: int
+    errors: int
+    scheduled: bool
+    scheduled_at: str | None
+    rejected: list[RejectedAddress]
+    duplicates: int
+    suppressed: int
+    duration_ms: float
+
+
+class TopicTotals(Struct):
+    topic_id: str
+    total: int
+    pending: int
+    sending: int
+    sent: int
+    failed: int
+    cancelled: int
+    paused: int
+    suppressed: int
+    delivered: int
+    bounced: int
+    complained: int
+    opened: int
+    opens: int
+    first_sent_at: str | None
+    last_sent_at: str | None
+    request_counts: dict[str, int]
+    result_counts: dict[str, int]
+
+
+class TopicSummary(Struct):
+    topic_id: str
+    total: int
+    first_posted_at: str | None
+    last_posted_at: str | None
+
+
+class TopicList(Struct):
+    topics: list[TopicSummary]
+    limit: int
+    offset: int
+
+
+class TopicCancelled(Struct):
+    topic_id: str
+    cancelled: int
+
+
+class TopicPaused(Struct):
+    topic_id: str
+    paused: int
+
+
+class TopicResumed(Struct):
+    topic_id: str
+    resumed: int
+
+
+class Quota(Struct):
+    max_24_hour_send: float
+    max_send_rate: float
+    sent_last_24_hours: float
+    remaining: float | None
+
+
+class SentCounts(Struct):
+    count: int
+    hours: int
+    quota: Quota | None
+    quota_error: str | UnsetType = UNSET
+
+
+class Suppression(Struct):
+    email: str
+    reason: str
+    detail: str | None
+    created_at_ms: int
+
+
+class SuppressionList(Struct):
+    suppressions: list[Suppression]
+    next_after: str | None
+
+
+class SuppressionState(Struct):
+    email: str
+    suppressed: bool
+
+
+class WebhookAnswer(Struct):
+    status: str
+    recorded: int | UnsetType = UNSET
+    matched: int | UnsetType = UNSET
+
+
+class Health(Struct):
+    status: str
+
+
+class Readiness(Struct):
+    status: str
+    stages: dict[str, str]
+    database: str
+    problems: list[str] | UnsetType = UNSET
+
+
+ANSWERS: Final = (
+    ErrorAnswer,
+    CampaignAccepted,
+    TopicTotals,
+    TopicList,
+    TopicCancelled,
+    TopicPaused,
+    TopicResumed,
+    SentCounts,
+    Suppression,
+    SuppressionList,
+    SuppressionState,
+    WebhookAnswer,
+    Health,
+    Readiness,
+)
+REQUESTS: Final = (CampaignIn, SuppressionIn)
+
+
+def split_error(text: str) -> tuple[str, str | None]:
+    """'Expected `str`, got `int` - at `$.messages[0].subject`' -> (message, 'messages[0].subject')."""
+    message, _, where = text.partition(" - at `$")
+    path = where.rstrip("`").lstrip(".")
+    missing = "missing required field `"
+    if missing in message:
+        name = message.split(missing, 1)[1].split("`", 1)[0]
+        path = f"{path}.{name}" if path else name
+        message = "is required"
+    return message, path or None
+
+
+def decode(body: bytes, kind: type[T]) -> T:
+    """Decode and check a JSON body; ApiError(400) naming the field otherwise."""
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as problem:
+        message, field = split_error(str(problem))
+        raise ApiError(400, "invalid_field", message, field) from None
+    except msgspec.DecodeError as problem:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {problem}") from None
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "the body is nested too deeply") from None

@@ -15,6 +15,7 @@ from pipeline.messages import Message
 from pipeline.runtime import StageContext
 from stages.ingest.errors import error_middleware
 from stages.ingest.opens import OpenBatcher
+from stages.ingest.ratelimit import ClientLimiter, make_limiter
 from stages.ingest.sns import SigningKeys
 
 CTX = web.AppKey("ctx", StageContext)
@@ -24,27 +25,35 @@ TRACKING_KEY = web.AppKey("tracking_key", bytes)
 SNS_KEYS = web.AppKey("sns_keys", SigningKeys)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 OPENS = web.AppKey("opens", OpenBatcher)
+LIMITER: web.AppKey[ClientLimiter | None] = web.AppKey("limiter")
 PIXEL_RECORD_TIMEOUT_S = 2.0
+OPENS_DRAIN_S = 1.0
 
 
 def make_app(ctx: StageContext, replies: PendingReplies[Message]) -> web.Application:
     """The API, the webhook and the pixel; nothing loop-bound is made before startup."""
-    from stages.ingest.auth import auth_middleware
-    from stages.ingest.ratelimit import LIMITER, make_limiter, rate_limit_middleware
     from stages.ingest.routes import setup_routes
 
     app = web.Application(
         client_max_size=ctx.settings.max_request_bytes,
-        middlewares=[error_middleware, auth_middleware, rate_limit_middleware],
+        middlewares=[error_middleware],
     )
     app[LIMITER] = make_limiter(ctx.settings.api_rate_per_s, ctx.settings.api_rate_burst)
     app[CTX] = ctx
     app[REPLIES] = replies
-    app[OPENS] = OpenBatcher(lambda build: replies.ask(ctx.outboxes["recorder"], build, PIXEL_RECORD_TIMEOUT_S))
+    app[OPENS] = OpenBatcher(
+        lambda build: replies.ask(ctx.outboxes["recorder"], build, PIXEL_RECORD_TIMEOUT_S), ctx.log
+    )
+    app.on_cleanup.append(drain_opens)
     app.cleanup_ctx.append(open_database)
     app.cleanup_ctx.append(open_http_client)
     setup_routes(app)
     return app
+
+
+async def drain_opens(app: web.Application) -> None:
+    """On a graceful stop, after the last request: commit the opens still batched."""
+    await app[OPENS].drain(OPENS_DRAIN_S)
 
 
 async def open_database(app: web.Application) -> AsyncIterator[None]:

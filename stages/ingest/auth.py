@@ -1,11 +1,13 @@
 """API authentication: a Bearer JWT (HS256, JWT_SECRET) or the X-API-KEY, on /v1/ routes.
 
-The pixel and the SNS webhook are public: they verify what they receive in their own
-ways. Nothing about a token or a secret is ever logged or echoed in an answer.
+`routes.py` wraps every API handler in `protected`; the pixel and the SNS webhook are
+public (they verify what they receive in their own ways) and pay nothing for it, which
+matters for the pixel. Nothing about a token or a secret is ever logged or echoed.
 """
 
 from __future__ import annotations
 
+import functools
 import hmac
 from collections.abc import Awaitable, Callable
 
@@ -13,11 +15,10 @@ import jwt
 from aiohttp import web
 
 from config.settings import AuthSettings
-from stages.ingest.app import CTX
+from stages.ingest.app import CTX, LIMITER
 from stages.ingest.errors import ApiError
+from stages.ingest.ratelimit import enforce
 
-PUBLIC = frozenset({"/v1/events/open", "/v1/events/results"})
-CLIENT = "client"  # request key: who the caller is, for the rate limit
 ALGORITHMS = ["HS256"]  # and nothing else: no `none`, no algorithm confusion
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -25,11 +26,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def unauthorized(message: str) -> ApiError:
     return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": 'Bearer realm="ses-sender"'})
-
-
-def guarded(path: str) -> bool:
-    """The API proper: everything under /v1/ but the pixel and the webhook."""
-    return path.startswith("/v1/") and path not in PUBLIC
 
 
 def check(request: web.Request, auth: AuthSettings) -> str:
@@ -63,9 +59,16 @@ def check(request: web.Request, auth: AuthSettings) -> str:
     return f"sub:{claims.get('sub', '')}"
 
 
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    auth = request.app[CTX].settings.auth
-    if not auth.disabled and guarded(request.path):
-        request[CLIENT] = check(request, auth)
-    return await handler(request)
+def protected(handler: Handler) -> Handler:
+    """`handler` behind authentication (401) and the per-client rate limit (429)."""
+
+    @functools.wraps(handler)
+    async def guard(request: web.Request) -> web.StreamResponse:
+        settings = request.app[CTX].settings
+        client = (request.remote or "unknown") if settings.auth.disabled else check(request, settings.auth)
+        limiter = request.app[LIMITER]
+        if limiter is not None:
+            enforce(limiter, client, settings.api_rate_per_s)
+        return await handler(request)
+
+    return guard

@@ -89,22 +89,37 @@ async def open_pixel(request: web.Request) -> web.Response:
     """GET /v1/events/open: the 1x1 image, always; an open counts only with a valid signature."""
     if request.method == "GET":
         try:
-            await record_open(request)
-        except (ApiError, TimeoutError):  # the recorder is restarting: the image still goes out
-            request.app[CTX].log.warning("an open could not be recorded in time")
+            record_open(request)
         except Exception:  # a mail client must never see an error page
             request.app[CTX].log.exception("could not record an open")
     return web.Response(body=PIXEL, content_type="image/png", headers=PIXEL_HEADERS)
 
 
-async def record_open(request: web.Request) -> None:
-    raw_id, signature = request.query.get("request_id", ""), request.query.get("sig", "")
+def record_open(request: web.Request) -> None:
+    """Batch the open when the link is one this server signed (see opens.py for when it commits)."""
+    raw_id, signature = pixel_params(request.raw_path.partition("?")[2])
     if not is_ascii_number(raw_id) or not signature:
         return
     recipient_id = int(raw_id)
-    if not tracking.verify(request.app[TRACKING_KEY], recipient_id, signature):
-        return
-    await request.app[OPENS].record(recipient_id, now_ms())
+    if tracking.verify(request.app[TRACKING_KEY], recipient_id, signature):
+        request.app[OPENS].add(recipient_id, now_ms())
+
+
+def pixel_params(query: str) -> tuple[str, str]:
+    """(request_id, sig) from the raw query string, as received.
+
+    Our links carry digits and hex only, so nothing needs percent-decoding (an encoded
+    copy just fails the signature), and a split of the raw target is several times
+    cheaper than yarl and a MultiDict, on the busiest route.
+    """
+    raw_id = signature = ""
+    for pair in query.split("&"):
+        name, _, value = pair.partition("=")
+        if name == "request_id":
+            raw_id = value
+        elif name == "sig":
+            signature = value
+    return raw_id, signature
 
 
 async def sent_counts(request: web.Request) -> web.Response:

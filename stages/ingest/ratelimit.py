@@ -11,15 +11,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
-from aiohttp import web
-
-from stages.ingest.app import CTX
-from stages.ingest.auth import CLIENT, guarded
 from stages.ingest.errors import ApiError
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PRUNE_ABOVE = 10_000
 
 
@@ -44,25 +39,17 @@ class ClientLimiter:
         return 0.0
 
 
-LIMITER: web.AppKey[ClientLimiter | None] = web.AppKey("limiter")
-
-
 def make_limiter(rate_per_s: float, burst: int) -> ClientLimiter | None:
     return ClientLimiter(rate_per_s, burst) if rate_per_s > 0 else None
 
 
-@web.middleware
-async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    limiter = request.app[LIMITER]
-    if limiter is not None and guarded(request.path):
-        client = request.get(CLIENT) or request.remote or "unknown"
-        wait_s = limiter.wait_s(client)
-        if wait_s > 0:
-            rate = request.app[CTX].settings.api_rate_per_s
-            raise ApiError(
-                429,
-                "too_many_requests",
-                f"more than {rate:g} requests per second from this client (API_RATE_LIMIT); retry later",
-                headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
-            )
-    return await handler(request)
+def enforce(limiter: ClientLimiter, client: str, rate_per_s: float) -> None:
+    """429 with Retry-After when `client` is over the rate."""
+    wait_s = limiter.wait_s(client)
+    if wait_s > 0:
+        raise ApiError(
+            429,
+            "too_many_requests",
+            f"more than {rate_per_s:g} requests per second from this client (API_RATE_LIMIT); retry later",
+            headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
+        )

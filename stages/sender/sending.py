@@ -270,8 +270,13 @@ class Sender:
             self.ctx.log.info("SES quota available again; sending")
 
     def set_quota_remaining(self, remaining: float) -> None:
-        """What GetAccount says is left, counted from the sends made so far."""
-        self.quota_budget = self.counts["sent"] + len(self.tasks) + remaining
+        """What GetAccount says is left, counted from the sends acknowledged so far.
+
+        Calls in flight are not added back: SES may not have counted them yet, and
+        assuming it had let a refresh mid-send go past the quota. At the edge this holds
+        up to the in-flight count back until the next refresh shows the true figure.
+        """
+        self.quota_budget = self.counts["sent"] + remaining
         self._quota_changed.set()
 
     def pop_next(self) -> Recipient | None:

@@ -142,3 +142,27 @@ def test_the_token_command_mints_a_working_token(tree: Tree, tmp_path: Path) -> 
     claims = jwt.decode(minted, SECRET, algorithms=["HS256"], audience=AUDIENCE, issuer=ISSUER)
     assert claims["sub"] == "ops" and 7100 <= claims["exp"] - time.time() <= 7200
     assert get_topics(tree, {"Authorization": f"Bearer {minted}"})[0] == 200
+
+
+def test_every_api_route_but_the_pixel_and_the_webhook_wants_a_token(tree: Tree) -> None:
+    # Read from the router itself, so a route added without `protected` fails here.
+    from aiohttp import web
+
+    from stages.ingest.routes import setup_routes
+
+    app = web.Application()
+    setup_routes(app)
+    public = {"/v1/events/open", "/v1/events/results"}
+    checked = 0
+    for resource in app.router.resources():
+        path = resource.canonical
+        if not path.startswith("/v1/"):
+            continue
+        for route in resource:
+            if route.method == "HEAD":
+                continue
+            url = tree.base + path.replace("{topic_id}", "t1").replace("{email}", "a@example.com")
+            status = http(route.method, url, b"{}" if route.method == "POST" else None)[0]
+            assert (status != 401) if path in public else (status == 401), (route.method, path, status)
+            checked += 1
+    assert checked == 13

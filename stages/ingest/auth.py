@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import functools
 import hmac
-from collections.abc import Awaitable, Callable
 
 import jwt
 from aiohttp import web
 
 from config.settings import AuthSettings
 from stages.ingest.app import CTX, LIMITER
-from stages.ingest.errors import ApiError
+from stages.ingest.errors import ApiError, Handler
 from stages.ingest.ratelimit import enforce
 
 ALGORITHMS = ["HS256"]  # and nothing else: no `none`, no algorithm confusion
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def unauthorized(message: str) -> ApiError:

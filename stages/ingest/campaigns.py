@@ -8,7 +8,6 @@ unless the whole body passes.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,9 +17,8 @@ from config.settings import Settings
 from pipeline.messages import NewMessage
 from stages.ingest.addresses import InvalidAddress, normalise
 from stages.ingest.errors import ApiError
-from stages.ingest.schemas import CampaignIn, MessageIn, decode
+from stages.ingest.schemas import NO_CONTROL_CHARACTERS, CampaignIn, MessageIn, conforms, decode
 
-CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 # SES v2 takes 40 MB after MIME encoding; base64 grows content by 4/3.
 SES_MAX_MESSAGE_BYTES = 40_000_000
 MIME_OVERHEAD_BYTES = 16_384
@@ -87,7 +85,7 @@ def parse_campaign(body: bytes, settings: Settings, now: datetime) -> Campaign:
 
 
 def check_message(message: MessageIn, where: str) -> None:
-    if message.topic_id is not None and CONTROL_CHARACTER.search(message.topic_id):
+    if message.topic_id is not None and not conforms(NO_CONTROL_CHARACTERS, message.topic_id):
         raise ApiError(400, "invalid_field", "must not contain control characters", f"{where}.topic_id")
     if not message.subject.strip():
         raise ApiError(400, "invalid_field", "must not be blank", f"{where}.subject")

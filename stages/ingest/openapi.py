@@ -26,8 +26,8 @@ ERRORS: Final = {
     403: ("Forbidden", "Not provably from SNS (signature, certificate host, topic).", ()),
     404: ("NotFound", "Nothing by that name.", ()),
     413: ("TooLarge", "The body is over the limit for this route.", ()),
-    422: ("Unprocessable", "The Idempotency-Key was used before with a different body.", ()),
     415: ("UnsupportedMediaType", "The body must be application/json.", ()),
+    422: ("Unprocessable", "The Idempotency-Key was used before with a different body.", ()),
     429: ("TooManyRequests", "Over API_RATE_LIMIT for this client; retry after Retry-After.", ("Retry-After",)),
     503: ("Unavailable", "A stage could not answer in time; nothing was acknowledged. Retry.", ("Retry-After",)),
 }

@@ -10,6 +10,7 @@ so clients of the original server keep working.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Final, TypeVar
 
 import msgspec
@@ -25,6 +26,12 @@ MAX_EMAIL_CHARS: Final = 320  # a JSON string this long cannot be an address; lo
 MAX_REASON_CHARS: Final = 100
 NO_CONTROL_CHARACTERS: Final = r"^[^\x00-\x1f\x7f]*$"
 NO_SPACE_OR_CONTROL: Final = r"^[^\x00-\x20\x7f]+$"
+
+
+def conforms(pattern: str, value: str) -> bool:
+    """The check a schema `pattern` documents, made here with the same expression."""
+    return re.fullmatch(pattern, value) is not None
+
 
 TopicId = Annotated[
     str,

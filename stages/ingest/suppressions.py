@@ -5,7 +5,6 @@ Reads come from the read-only connection; changes go through the recorder.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from aiohttp import web
@@ -16,7 +15,7 @@ from stages.ingest.app import DB
 from stages.ingest.bodies import read_json_body
 from stages.ingest.errors import ApiError
 from stages.ingest.params import whole_number
-from stages.ingest.schemas import MAX_EMAIL_CHARS, NO_SPACE_OR_CONTROL, SuppressionIn, decode
+from stages.ingest.schemas import MAX_EMAIL_CHARS, NO_SPACE_OR_CONTROL, SuppressionIn, conforms, decode
 from stages.ingest.talk import ask
 
 PAGE_DEFAULT = 100
@@ -31,7 +30,7 @@ def row_to_json(row: Any) -> dict[str, Any]:
 def address_of(request: web.Request) -> str:
     """The address in the path, lower-cased as stored; 400 for what cannot be one."""
     email = request.match_info["email"]
-    if len(email) > MAX_EMAIL_CHARS or not re.fullmatch(NO_SPACE_OR_CONTROL, email):
+    if len(email) > MAX_EMAIL_CHARS or not conforms(NO_SPACE_OR_CONTROL, email):
         raise ApiError(400, "invalid_path", "not an email address (spaces or control characters)", "email")
     return email.lower()
 

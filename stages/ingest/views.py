@@ -26,10 +26,10 @@ from pipeline.messages import (
 )
 from stages.ingest.app import CTX, DB, REPLIES
 from stages.ingest.bodies import read_json_body
-from stages.ingest.campaigns import CONTROL_CHARACTER, iso_utc, parse_campaign
+from stages.ingest.campaigns import iso_utc, parse_campaign
 from stages.ingest.errors import ApiError
 from stages.ingest.params import whole_number
-from stages.ingest.schemas import MAX_TOPIC_CHARS
+from stages.ingest.schemas import MAX_TOPIC_CHARS, NO_CONTROL_CHARACTERS, conforms
 from stages.ingest.talk import ask, wake_scheduler
 
 READY_TIMEOUT_S = 1.0
@@ -121,7 +121,7 @@ def topic_id_of(request: web.Request) -> str:
     topic_id = request.match_info["topic_id"]
     if len(topic_id) > MAX_TOPIC_CHARS:
         raise ApiError(400, "invalid_path", f"at most {MAX_TOPIC_CHARS} characters", "topic_id")
-    if CONTROL_CHARACTER.search(topic_id):
+    if not conforms(NO_CONTROL_CHARACTERS, topic_id):
         raise ApiError(400, "invalid_path", "must not contain control characters", "topic_id")
     return topic_id
 

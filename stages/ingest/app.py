@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -9,8 +10,7 @@ import aiosqlite
 from aiohttp import web
 
 from pipeline.channels import PendingReplies
-from pipeline.db.schema import TRACKING_KEY as TRACKING_KEY_NAME
-from pipeline.db.schema import read_only_uri
+from pipeline.db.schema import open_reader, read_only_uri, tracking_key
 from pipeline.messages import Message
 from pipeline.runtime import StageContext
 from stages.ingest.errors import error_middleware
@@ -61,16 +61,10 @@ async def open_database(app: web.Application) -> AsyncIterator[None]:
     uri = read_only_uri(app[CTX].settings.database_path)
     async with aiosqlite.connect(uri, uri=True) as db:
         app[DB] = db
-        app[TRACKING_KEY] = bytes.fromhex(await read_secret(db, TRACKING_KEY_NAME))
+        # Read once at start, with the same query the sender uses (a millisecond, before serving).
+        with contextlib.closing(open_reader(app[CTX].settings.database_path)) as reader:
+            app[TRACKING_KEY] = tracking_key(reader)
         yield
-
-
-async def read_secret(db: aiosqlite.Connection, name: str) -> str:
-    async with db.execute("SELECT value FROM server_secrets WHERE name = ?", (name,)) as cursor:
-        row = await cursor.fetchone()
-    if row is None:
-        raise LookupError(f"the database has no {name}; has the recorder migrated it?")
-    return str(row[0])
 
 
 async def open_http_client(app: web.Application) -> AsyncIterator[None]:

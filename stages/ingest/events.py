@@ -20,13 +20,12 @@ from pipeline.messages import EventsRecorded, GetQuota, QuotaReport, RecordEvent
 from stages.ingest.app import CTX, DB, HTTP, OPENS, SNS_KEYS, TRACKING_KEY
 from stages.ingest.bodies import read_capped
 from stages.ingest.errors import ApiError
-from stages.ingest.params import is_ascii_number, whole_number
+from stages.ingest.params import HOURS, is_ascii_number, whole_number
 from stages.ingest.sns import check_subscribe_url, parse_envelope, verify
 from stages.ingest.talk import ask
 
 MAX_SNS_BODY_BYTES: Final = 256 * 1024
 QUOTA_TIMEOUT_S: Final = 2.0
-MAX_HOURS: Final = 720
 
 
 def make_png() -> bytes:
@@ -124,7 +123,7 @@ def pixel_params(query: str) -> tuple[str, str]:
 
 async def sent_counts(request: web.Request) -> web.Response:
     """GET /v1/events/counts/sent?hours=24: what this server sent, and the SES quota."""
-    hours = whole_number(request, "hours", 24, 1, MAX_HOURS)
+    hours = whole_number(request, HOURS)
     since_ms = now_ms() - hours * 3_600_000
     async with request.app[DB].execute("SELECT COUNT(*) FROM recipients WHERE sent_at_ms >= ?", (since_ms,)) as cursor:
         row = await cursor.fetchone()

@@ -13,6 +13,7 @@ from typing import Any, Final
 import msgspec
 
 from stages.ingest import schemas
+from stages.ingest.params import HOURS, SUPPRESSIONS_LIMIT, TOPICS_LIMIT, TOPICS_OFFSET, WholeNumber
 from stages.ingest.schemas import MAX_EMAIL_CHARS, MAX_TOPIC_CHARS, NO_CONTROL_CHARACTERS, NO_SPACE_OR_CONTROL
 
 Json = dict[str, Any]
@@ -47,6 +48,10 @@ def json_answer(description: str, schema: Json) -> Json:
 
 def query(name: str, description: str, schema: Json) -> Json:
     return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+
+
+def number_query(parameter: WholeNumber, description: str) -> Json:
+    return query(parameter.name, description, parameter.schema())
 
 
 def path(name: str, description: str, schema: Json) -> Json:
@@ -130,8 +135,8 @@ def paths() -> Json:
                 (400,),
                 tag=topics,
                 parameters=(
-                    query("limit", "Page size.", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}),
-                    query("offset", "Topics to skip.", {"type": "integer", "minimum": 0, "maximum": 1_000_000_000}),
+                    number_query(TOPICS_LIMIT, "Page size."),
+                    number_query(TOPICS_OFFSET, "Topics to skip."),
                 ),
             )
         },
@@ -180,9 +185,7 @@ def paths() -> Json:
                 {200: json_answer("`quota` is null (with `quota_error`) when SES cannot be asked.", ref("SentCounts"))},
                 (400,),
                 tag="Events",
-                parameters=(
-                    query("hours", "Hours back.", {"type": "integer", "minimum": 1, "maximum": 720, "default": 24}),
-                ),
+                parameters=(number_query(HOURS, "Hours back."),),
             )
         },
         "/v1/events/results": {
@@ -238,7 +241,7 @@ def paths() -> Json:
                 (400,),
                 tag="Suppressions",
                 parameters=(
-                    query("limit", "Page size.", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
+                    number_query(SUPPRESSIONS_LIMIT, "Page size."),
                     query("after", "Start after this address.", {"type": "string"}),
                 ),
             ),

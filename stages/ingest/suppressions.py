@@ -14,12 +14,10 @@ from stages.ingest.addresses import InvalidAddress, normalise
 from stages.ingest.app import DB
 from stages.ingest.bodies import read_json_body
 from stages.ingest.errors import ApiError
-from stages.ingest.params import whole_number
+from stages.ingest.params import SUPPRESSIONS_LIMIT, whole_number
 from stages.ingest.schemas import MAX_EMAIL_CHARS, NO_SPACE_OR_CONTROL, SuppressionIn, conforms, decode
 from stages.ingest.talk import ask
 
-PAGE_DEFAULT = 100
-PAGE_MAX = 1000
 MAX_BODY_BYTES = 16 * 1024
 
 
@@ -37,7 +35,7 @@ def address_of(request: web.Request) -> str:
 
 async def list_suppressions(request: web.Request) -> web.Response:
     """GET /v1/suppressions?limit=100&after=<email>: in address order, paged by the last one."""
-    limit, after = whole_number(request, "limit", PAGE_DEFAULT, 1, PAGE_MAX), request.query.get("after", "")
+    limit, after = whole_number(request, SUPPRESSIONS_LIMIT), request.query.get("after", "")
     async with request.app[DB].execute(
         "SELECT email, reason, detail, created_at_ms FROM suppressions WHERE email > ? ORDER BY email LIMIT ?",
         (after, limit + 1),

@@ -28,13 +28,12 @@ from stages.ingest.app import CTX, DB, REPLIES
 from stages.ingest.bodies import read_json_body
 from stages.ingest.campaigns import iso_utc, parse_campaign
 from stages.ingest.errors import ApiError
-from stages.ingest.params import whole_number
+from stages.ingest.params import TOPICS_LIMIT, TOPICS_OFFSET, whole_number
 from stages.ingest.schemas import MAX_TOPIC_CHARS, NO_CONTROL_CHARACTERS, conforms
 from stages.ingest.talk import ask, wake_scheduler
 
 READY_TIMEOUT_S = 1.0
 MAX_IDEMPOTENCY_KEY_CHARS = 255
-MAX_OFFSET = 1_000_000_000
 
 
 async def health(request: web.Request) -> web.Response:
@@ -181,8 +180,7 @@ def iso_ms(value: int | None) -> str | None:
 
 async def list_topics(request: web.Request) -> web.Response:
     """GET /v1/topics?limit=50&offset=0: topics with their totals, newest first."""
-    limit = whole_number(request, "limit", 50, 1, 500)
-    offset = whole_number(request, "offset", 0, 0, MAX_OFFSET)
+    limit, offset = whole_number(request, TOPICS_LIMIT), whole_number(request, TOPICS_OFFSET)
     topics = await recent_topics(request.app[DB], limit, offset)
     for topic in topics:
         topic["first_posted_at"] = iso_ms(topic.pop("first_posted_at_ms"))

@@ -65,7 +65,7 @@ def protected(handler: Handler) -> Handler:
         client = (request.remote or "unknown") if settings.auth.disabled else check(request, settings.auth)
         limiter = request.app[LIMITER]
         if limiter is not None:
-            enforce(limiter, client, settings.api_rate_per_s)
+            enforce(limiter, client)
         return await handler(request)
 
     return guard

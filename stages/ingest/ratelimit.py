@@ -22,6 +22,7 @@ class ClientLimiter:
     """`wait_s(client)`: 0 and counted when allowed, else the seconds until it would be."""
 
     def __init__(self, rate_per_s: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate_per_s = rate_per_s
         self.interval_s = 1.0 / rate_per_s
         self.tolerance_s = self.interval_s * (burst - 1)
         self.clock = clock
@@ -43,13 +44,13 @@ def make_limiter(rate_per_s: float, burst: int) -> ClientLimiter | None:
     return ClientLimiter(rate_per_s, burst) if rate_per_s > 0 else None
 
 
-def enforce(limiter: ClientLimiter, client: str, rate_per_s: float) -> None:
+def enforce(limiter: ClientLimiter, client: str) -> None:
     """429 with Retry-After when `client` is over the rate."""
     wait_s = limiter.wait_s(client)
     if wait_s > 0:
         raise ApiError(
             429,
             "too_many_requests",
-            f"more than {rate_per_s:g} requests per second from this client (API_RATE_LIMIT); retry later",
+            f"more than {limiter.rate_per_s:g} requests per second from this client (API_RATE_LIMIT); retry later",
             headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
         )

@@ -276,11 +276,11 @@ class EventsRecorded(Message):
 
 @dataclass(frozen=True, slots=True)
 class RecordOpens(Message):
-    """Pixel hits that arrived together: (recipient_id, at_ms) each."""
+    """Pixel hits that arrived together: (raw query string, at_ms) each, signatures unchecked."""
 
     corr_id: int
     reply_to: str
-    opens: tuple[tuple[int, int], ...]
+    opens: tuple[tuple[str, int], ...]
 
 
 @dataclass(frozen=True, slots=True)

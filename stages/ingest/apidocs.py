@@ -12,6 +12,7 @@ from typing import Final
 
 from aiohttp import web
 
+from stages.ingest.errors import answers_errors
 from stages.ingest.openapi import build_document
 
 DOCS_PAGE: Final = """<!doctype html>
@@ -38,6 +39,7 @@ DOCS_INIT: Final = """window.ui = SwaggerUIBundle({
   displayRequestDuration: true
 });
 """
+SWAGGER_ASSETS: Final = frozenset({"swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.png"})
 SECURITY_HEADERS: Final = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'",
     "X-Content-Type-Options": "nosniff",
@@ -52,6 +54,7 @@ def swagger_ui_dir() -> Path:
 
 def setup_docs(app: web.Application) -> None:
     document = json.dumps(build_document(), ensure_ascii=False).encode()
+    assets = swagger_ui_dir()
 
     async def openapi_json(request: web.Request) -> web.Response:
         return web.Response(body=document, content_type="application/json")
@@ -62,7 +65,14 @@ def setup_docs(app: web.Application) -> None:
     async def docs_init(request: web.Request) -> web.Response:
         return web.Response(text=DOCS_INIT, content_type="application/javascript")
 
-    app.router.add_get("/openapi.json", openapi_json)
-    app.router.add_get("/docs", docs)
-    app.router.add_get("/docs/static/docs-init.js", docs_init)
-    app.router.add_static("/docs/static", swagger_ui_dir(), append_version=False)
+    async def swagger_asset(request: web.Request) -> web.StreamResponse:
+        """Only the files the page loads: a fixed list, so no path reaches the file system."""
+        name = request.match_info["name"]
+        if name not in SWAGGER_ASSETS:
+            raise web.HTTPNotFound()
+        return web.FileResponse(assets / name)
+
+    app.router.add_get("/openapi.json", answers_errors(openapi_json))
+    app.router.add_get("/docs", answers_errors(docs))
+    app.router.add_get("/docs/static/docs-init.js", answers_errors(docs_init))
+    app.router.add_get("/docs/static/{name}", answers_errors(swagger_asset))

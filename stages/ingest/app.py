@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -10,10 +9,9 @@ import aiosqlite
 from aiohttp import web
 
 from pipeline.channels import PendingReplies
-from pipeline.db.schema import open_reader, read_only_uri, tracking_key
+from pipeline.db.schema import read_only_uri
 from pipeline.messages import Message
 from pipeline.runtime import StageContext
-from stages.ingest.errors import error_middleware
 from stages.ingest.opens import OpenBatcher
 from stages.ingest.ratelimit import ClientLimiter, make_limiter
 from stages.ingest.sns import SigningKeys
@@ -21,7 +19,6 @@ from stages.ingest.sns import SigningKeys
 CTX = web.AppKey("ctx", StageContext)
 REPLIES = web.AppKey("replies", PendingReplies[Message])
 DB = web.AppKey("db", aiosqlite.Connection)
-TRACKING_KEY = web.AppKey("tracking_key", bytes)
 SNS_KEYS = web.AppKey("sns_keys", SigningKeys)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 OPENS = web.AppKey("opens", OpenBatcher)
@@ -36,7 +33,6 @@ def make_app(ctx: StageContext, replies: PendingReplies[Message]) -> web.Applica
 
     app = web.Application(
         client_max_size=ctx.settings.max_request_bytes,
-        middlewares=[error_middleware],
     )
     app[LIMITER] = make_limiter(ctx.settings.api_rate_per_s, ctx.settings.api_rate_burst)
     app[CTX] = ctx
@@ -61,9 +57,6 @@ async def open_database(app: web.Application) -> AsyncIterator[None]:
     uri = read_only_uri(app[CTX].settings.database_path)
     async with aiosqlite.connect(uri, uri=True) as db:
         app[DB] = db
-        # Read once at start, with the same query the sender uses (a millisecond, before serving).
-        with contextlib.closing(open_reader(app[CTX].settings.database_path)) as reader:
-            app[TRACKING_KEY] = tracking_key(reader)
         yield
 
 

@@ -3,13 +3,19 @@
 `{"error": {"code", "message", "field"?}}` with the fitting status. aiohttp's own
 errors (404, 405, 413) are rewritten into it; an unexpected exception becomes a 500
 that says nothing about the code, the SQL or the data behind it.
+
+This is a wrapper on each route (`answers_errors`) and a last, catch-all route
+(`no_route`), not a middleware: aiohttp runs an app's middlewares on every route, and
+the pixel, the busiest route, answers its image whatever happens and needs none. Two
+coroutine layers per pixel were about 7 % of its throughput.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 
@@ -61,19 +67,39 @@ def unavailable(message: str, retry_after_s: int = 2) -> ApiError:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ApiError as error:
-        return error.response()
-    except web.HTTPException as error:
-        if error.status < 400:
-            raise
-        code = CODES_BY_STATUS.get(error.status, "error")
-        message = error.reason if error.status != 413 else "the request body is too large"
-        headers = {k: v for k, v in error.headers.items() if k.lower() in ("allow", "retry-after")}
-        return ApiError(error.status, code, message, headers=headers).response()
-    except Exception:
-        log.exception("unexpected error in %s %s", request.method, request.path)
-        return ApiError(500, "internal_error", "the server failed; the error was logged").response()
+def answers_errors(handler: Handler) -> Handler:
+    """`handler` with every failure answered in the one error shape."""
+
+    @functools.wraps(handler)
+    async def answer(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as error:
+            return error.response()
+        except web.HTTPException as error:
+            if error.status < 400:
+                raise
+            code = CODES_BY_STATUS.get(error.status, "error")
+            message = error.reason if error.status != 413 else "the request body is too large"
+            headers = {k: v for k, v in error.headers.items() if k.lower() in ("allow", "retry-after")}
+            return ApiError(error.status, code, message, headers=headers).response()
+        except Exception:
+            log.exception("unexpected error in %s %s", request.method, request.path)
+            return ApiError(500, "internal_error", "the server failed; the error was logged").response()
+
+    return answer
+
+
+NO_ROUTE: Final = "no-route"
+
+
+async def no_route(request: web.Request) -> web.StreamResponse:
+    """The catch-all route, registered last: 405 (with Allow) when another route has this
+    path, else 404. Only unknown requests come here, so asking every route is cheap enough."""
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource.name != NO_ROUTE:
+            allowed |= (await resource.resolve(request))[1]
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, allowed)
+    raise web.HTTPNotFound()

@@ -2,8 +2,9 @@
 
 Why the answer does not wait for the commit: a mail client never retries a pixel and
 gets the image whatever happens, so waiting would buy nothing but latency (with 64
-connections it halved the requests served). Opens that arrive within GATHER_S share
-one message to the recorder and one commit. A graceful stop flushes what is pending;
+connections it halved the requests served). Pixel hits that arrive within GATHER_S
+share one message to the recorder and one commit; each is its raw query string, and
+the recorder counts only those this server signed. A graceful stop flushes what is pending;
 a crash of ingest can lose the opens of its last few milliseconds. A batch the
 recorder's queue refused is retried (it was never enqueued); a batch that timed out
 is not, because the recorder may still commit it and an open would count twice.
@@ -31,15 +32,15 @@ class OpenBatcher:
     def __init__(self, ask: Ask, log: logging.Logger) -> None:
         self._ask = ask
         self._log = log
-        self._opens: list[tuple[int, int]] = []
+        self._opens: list[tuple[str, int]] = []
         self._flush: asyncio.TimerHandle | None = None
         self._sending: set[asyncio.Task[None]] = set()
         self._uncommitted = 0
         self.lost = 0
 
-    def add(self, recipient_id: int, at_ms: int) -> None:
-        """Queue one open; it is sent within GATHER_S (sooner when the batch fills)."""
-        self._opens.append((recipient_id, at_ms))
+    def add(self, query: str, at_ms: int) -> None:
+        """Queue one pixel hit (its raw query); it is sent within GATHER_S (sooner when the batch fills)."""
+        self._opens.append((query, at_ms))
         if len(self._opens) >= MAX_BATCH:
             self.flush()
         elif self._flush is None:
@@ -66,7 +67,7 @@ class OpenBatcher:
         if self._sending:
             await asyncio.wait(self._sending, timeout=timeout_s)
 
-    async def _commit(self, opens: tuple[tuple[int, int], ...]) -> None:
+    async def _commit(self, opens: tuple[tuple[str, int], ...]) -> None:
         try:
             for attempt in range(RETRIES):
                 try:
@@ -81,6 +82,6 @@ class OpenBatcher:
         finally:
             self._uncommitted -= len(opens)
 
-    def _give_up(self, opens: tuple[tuple[int, int], ...], why: str) -> None:
+    def _give_up(self, opens: tuple[tuple[str, int], ...], why: str) -> None:
         self.lost += len(opens)
         self._log.warning("%d open(s) not recorded: %s (%d so far)", len(opens), why, self.lost)

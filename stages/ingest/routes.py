@@ -7,25 +7,36 @@ from aiohttp import web
 from stages.ingest import events, suppressions, views
 from stages.ingest.apidocs import setup_docs
 from stages.ingest.auth import protected
+from stages.ingest.errors import NO_ROUTE, Handler, answers_errors, no_route
+
+
+def api(handler: Handler) -> Handler:
+    return answers_errors(protected(handler))
 
 
 def setup_routes(app: web.Application) -> None:
-    """Public: health, the contract, the pixel and the SNS webhook. Everything else is `protected`."""
-    app.router.add_get("/health", views.health)
-    app.router.add_get("/ready", views.ready)
+    """Public: health, the contract, the pixel and the SNS webhook. Everything else is `protected`.
+
+    Every route but the pixel `answers_errors`; the pixel answers its image whatever
+    happens, with no error handling around it (see errors.py).
+    """
+    router = app.router
+    router.add_get("/health", answers_errors(views.health))
+    router.add_get("/ready", answers_errors(views.ready))
     setup_docs(app)
-    app.router.add_get("/v1/events/open", events.open_pixel)  # HEAD too
-    app.router.add_post("/v1/events/results", events.sns_results)
-    api = app.router
-    api.add_post("/v1/messages", protected(views.post_messages))
-    api.add_get("/v1/events/counts/sent", protected(events.sent_counts))
-    api.add_get("/v1/suppressions", protected(suppressions.list_suppressions))
-    api.add_post("/v1/suppressions", protected(suppressions.add_suppression))
-    api.add_get("/v1/suppressions/{email:[^/]+}", protected(suppressions.get_suppression))
-    api.add_delete("/v1/suppressions/{email:[^/]+}", protected(suppressions.delete_suppression))
-    api.add_get("/v1/topics", protected(views.list_topics))
+    router.add_get("/v1/events/open", events.open_pixel)  # HEAD too
+    router.add_post("/v1/events/results", answers_errors(events.sns_results))
+    router.add_post("/v1/messages", api(views.post_messages))
+    router.add_get("/v1/events/counts/sent", api(events.sent_counts))
+    router.add_get("/v1/suppressions", api(suppressions.list_suppressions))
+    router.add_post("/v1/suppressions", api(suppressions.add_suppression))
+    router.add_get("/v1/suppressions/{email:[^/]+}", api(suppressions.get_suppression))
+    router.add_delete("/v1/suppressions/{email:[^/]+}", api(suppressions.delete_suppression))
+    router.add_get("/v1/topics", api(views.list_topics))
     # A "/" in a topic id is sent as %2F: routes match the encoded path, then decode it.
-    api.add_post("/v1/topics/{topic_id:[^/]+}/pause", protected(views.pause_topic))
-    api.add_post("/v1/topics/{topic_id:[^/]+}/resume", protected(views.resume_topic))
-    api.add_get("/v1/topics/{topic_id:[^/]+}", protected(views.get_topic))
-    api.add_delete("/v1/topics/{topic_id:[^/]+}", protected(views.cancel_topic))
+    router.add_post("/v1/topics/{topic_id:[^/]+}/pause", api(views.pause_topic))
+    router.add_post("/v1/topics/{topic_id:[^/]+}/resume", api(views.resume_topic))
+    router.add_get("/v1/topics/{topic_id:[^/]+}", api(views.get_topic))
+    router.add_delete("/v1/topics/{topic_id:[^/]+}", api(views.cancel_topic))
+    # Last: what no route above takes gets a 404 or a 405 in the one error shape.
+    router.add_route("*", "/{path:.*}", answers_errors(no_route), name=NO_ROUTE)

@@ -174,3 +174,10 @@ def test_unknown_routes_and_methods_answer_in_the_error_shape(tree: Tree) -> Non
     status, answer, headers = http("PUT", tree.base + "/v1/messages", {})
     assert status == 405 and answer["error"]["code"] == "method_not_allowed"
     assert "POST" in headers.get("Allow", "")
+    status, answer, headers = http("PUT", tree.base + "/v1/topics/t1", {})
+    assert status == 405 and answer["error"]["code"] == "method_not_allowed"
+    assert {"GET", "DELETE"} <= set(headers.get("Allow", "").split(","))
+    # Only the files the docs page loads are served from the package's folder.
+    for path in ("/", "/v1", "/docs/static/LICENSE", "/docs/static/..%2F..%2Fsetup.py", "/docs/static/"):
+        status, answer, _ = tree.get(path)
+        assert status == 404 and answer["error"]["code"] == "not_found", path

@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 from openapi_spec_validator import validate
 
+from stages.ingest.errors import NO_ROUTE, answers_errors
 from stages.ingest.routes import setup_routes
 from tests.helpers import Tree, campaign, http, run_schemathesis
 
@@ -48,12 +49,27 @@ def test_the_document_is_valid_openapi_3_1_and_lists_every_route(document: dict[
     served = {
         (resource.canonical, route.method.lower())
         for resource in app.router.resources()
-        if not resource.canonical.startswith("/docs/static")
+        if not resource.canonical.startswith("/docs/static") and resource.name != NO_ROUTE
         for route in resource
         if route.method != "HEAD"
     }
     documented = {(path, method) for path, item in document["paths"].items() for method in item}
     assert documented == served
+
+
+def test_every_route_but_the_pixel_answers_failures_in_the_error_shape() -> None:
+    # Read from the router, so a route added without the wrapper fails here (there is no
+    # error middleware to catch it: see stages/ingest/errors.py).
+    app = web.Application()
+    setup_routes(app)
+    wrapper = answers_errors(setup_routes).__code__  # type: ignore[arg-type]
+    unwrapped = {
+        (route.method, resource.canonical)
+        for resource in app.router.resources()
+        for route in resource
+        if route.handler.__code__ is not wrapper  # type: ignore[attr-defined]
+    }
+    assert unwrapped == {("GET", "/v1/events/open"), ("HEAD", "/v1/events/open")}
 
 
 class Checker:

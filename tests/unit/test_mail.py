@@ -33,6 +33,26 @@ def test_the_pixel_url_is_signed_per_recipient() -> None:
     assert not tracking.verify(b"other" * 8, 42, signature)
 
 
+def test_only_a_query_this_server_signed_names_a_recipient() -> None:
+    query = tracking.pixel_query(KEY, 42)
+    assert tracking.signed_recipient(KEY, query) == 42
+    assert tracking.signed_recipient(KEY, query + "&utm=x") == 42
+    signature = query.split("sig=")[1]
+    for forged in (
+        query.replace("42", "43"),
+        query[:-1] + ("0" if query[-1] != "0" else "1"),
+        query.replace("request_id=42", "request_id=%342"),
+        query.replace("request_id=42", "request_id=\uff14\uff12"),
+        f"sig={signature}",
+        "request_id=42",
+        "request_id=42&sig=",
+        "",
+        "&&==&",
+    ):
+        assert tracking.signed_recipient(KEY, forged) is None, forged
+    assert tracking.signed_recipient(b"other" * 8, query) is None
+
+
 def test_text_part_is_readable() -> None:
     content = prepare("S", "<h1>Title</h1><p>One &amp; two</p><ul><li>x</li></ul>")
     assert "Title" in content.text and "One & two" in content.text and "x" in content.text

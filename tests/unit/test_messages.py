@@ -37,7 +37,7 @@ SAMPLES: list[Message] = [
         1, "ingest", (messages.SesEvent("sns-1", "bounce", "Permanent/General", "a@x.io", "m", 4, 5, "{}"),)
     ),
     messages.EventsRecorded(1, 1, 1),
-    messages.RecordOpens(1, "ingest", ((4, 5), (6, 7))),
+    messages.RecordOpens(1, "ingest", (("request_id=4&sig=ab", 5), ("x", 7))),
     messages.OpensRecorded(1, 2),
     messages.ChangeSuppression(1, "ingest", "a@x.io", "manual"),
     messages.SuppressionChanged(1, True),

@@ -20,7 +20,7 @@ class Recorder:
     """Stands in for the ask to the recorder: records each batch, or fails as told."""
 
     def __init__(self, failures: list[Exception] | None = None) -> None:
-        self.batches: list[tuple[tuple[int, int], ...]] = []
+        self.batches: list[tuple[tuple[str, int], ...]] = []
         self.failures = failures or []
 
     async def ask(self, build: Callable[[int], Message]) -> Message:
@@ -36,31 +36,31 @@ async def test_a_burst_of_opens_is_one_batch() -> None:
     recorder = Recorder()
     batcher = OpenBatcher(recorder.ask, LOG)
     for i in range(50):
-        batcher.add(i, 1000 + i)
+        batcher.add(f"q{i}", 1000 + i)
     await asyncio.sleep(opens.GATHER_S * 10)
-    assert recorder.batches == [tuple((i, 1000 + i) for i in range(50))]
+    assert recorder.batches == [tuple((f"q{i}", 1000 + i) for i in range(50))]
 
 
 async def test_drain_sends_what_is_pending_without_waiting_for_the_timer() -> None:
     recorder = Recorder()
     batcher = OpenBatcher(recorder.ask, LOG)
-    batcher.add(7, 1)
+    batcher.add("q7", 1)
     await batcher.drain(1.0)
-    assert recorder.batches == [((7, 1),)]
+    assert recorder.batches == [(("q7", 1),)]
 
 
 async def test_a_full_queue_is_retried_and_a_timeout_is_not(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(opens, "RETRY_DELAY_S", 0.001)
     recorder = Recorder([ChannelFull("recorder"), ChannelFull("recorder")])
     batcher = OpenBatcher(recorder.ask, LOG)
-    batcher.add(1, 1)
+    batcher.add("q1", 1)
     await batcher.drain(1.0)
-    assert recorder.batches == [((1, 1),)] and batcher.lost == 0
+    assert recorder.batches == [(("q1", 1),)] and batcher.lost == 0
     # A timed-out batch may still be committed by the recorder: retrying could count it twice
     recorder.failures = [TimeoutError()]
-    batcher.add(2, 2)
+    batcher.add("q2", 2)
     await batcher.drain(1.0)
-    assert recorder.batches == [((1, 1),)] and batcher.lost == 1
+    assert recorder.batches == [(("q1", 1),)] and batcher.lost == 1
 
 
 async def test_opens_beyond_the_uncommitted_cap_are_dropped_and_counted(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -72,9 +72,9 @@ async def test_opens_beyond_the_uncommitted_cap_are_dropped_and_counted(monkeypa
 
     batcher = OpenBatcher(never_answers, LOG)
     for i in range(3):
-        batcher.add(i, i)
+        batcher.add(f"q{i}", i)
     batcher.flush()
-    batcher.add(9, 9)
+    batcher.add("q9", 9)
     batcher.flush()
     assert batcher.lost == 1
     stalled.cancel()

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.db.schema import open_writer
+from pipeline import tracking
+from pipeline.db.schema import open_writer, tracking_key
 from pipeline.messages import (
     ClaimDue,
     NewMessage,
@@ -263,7 +264,11 @@ def test_topic_counters_match_a_full_recount_after_every_kind_of_change(conn: sq
         SesEvent("s4", "complaint", "abuse", "u@x.io", "", ids[0], 3, "{}"),
     )
     events.record_events(conn, RecordEvents(5, "ingest", seen), 10)
-    events.record_opens(conn, RecordOpens(6, "ingest", ((ids[0], 5), (ids[0], 6), (ids[2], 7))))
+    key = tracking_key(conn)
+    signed = [tracking.pixel_query(key, i) for i in (ids[0], ids[0], ids[2])]
+    forged = tracking.pixel_query(key, ids[3]).replace(f"request_id={ids[3]}", f"request_id={ids[4]}")
+    opens = (*((query, 5 + n) for n, query in enumerate(signed)), (forged, 8), ("request_id=1", 9))
+    assert events.record_opens(conn, RecordOpens(6, "ingest", opens)).counted == 3
     counters = dict(conn.execute("SELECT name, n FROM topic_counts WHERE topic_id = 't'").fetchall())
     recount = dict(conn.execute("SELECT status, COUNT(*) FROM recipients GROUP BY status").fetchall())
     for status, count in recount.items():

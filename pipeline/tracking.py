@@ -14,6 +14,7 @@ import hmac
 from urllib.parse import urlencode
 
 SIGNATURE_HEX_CHARS = 32
+MAX_ID_DIGITS = 19  # a SQLite rowid; longer ids are not ours (and int() refuses > 4,300 digits)
 
 
 @functools.lru_cache(maxsize=4)
@@ -54,7 +55,7 @@ def signed_recipient(key: bytes, query: str) -> int | None:
             raw_id = value
         elif name == "sig":
             signature = value
-    if not (raw_id.isascii() and raw_id.isdigit() and signature):
+    if not (raw_id.isascii() and raw_id.isdigit() and len(raw_id) <= MAX_ID_DIGITS and signature):
         return None
     recipient_id = int(raw_id)
     return recipient_id if verify(key, recipient_id, signature) else None

@@ -48,6 +48,7 @@ def test_only_a_query_this_server_signed_names_a_recipient() -> None:
         "request_id=42&sig=",
         "",
         "&&==&",
+        f"request_id={'9' * 5000}&sig={signature}",
     ):
         assert tracking.signed_recipient(KEY, forged) is None, forged
     assert tracking.signed_recipient(b"other" * 8, query) is None

@@ -16,7 +16,7 @@ from collections import Counter
 
 from pipeline.channels import WRITES_TO, ChannelFull, describe
 from pipeline.clock import now_ms
-from pipeline.db.schema import open_writer
+from pipeline.db.schema import open_writer, tracking_key
 from pipeline.messages import (
     ChangeSuppression,
     ClaimDue,
@@ -102,6 +102,7 @@ class Writer:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self.claims = ClaimState()
+        self.tracking_key = tracking_key(conn)  # made by the migration; it never changes
 
     def apply(self, message: Message, now: int) -> list[Reply]:
         conn = self.conn
@@ -121,7 +122,7 @@ class Writer:
             case RecordEvents():
                 return [(message.reply_to, events.record_events(conn, message, now))]
             case RecordOpens():
-                return [(message.reply_to, events.record_opens(conn, message))]
+                return [(message.reply_to, events.record_opens(conn, message, self.tracking_key))]
             case ChangeSuppression():
                 return [(message.reply_to, events.change_suppression(conn, message, now))]
             case Ping():

@@ -268,7 +268,7 @@ def test_topic_counters_match_a_full_recount_after_every_kind_of_change(conn: sq
     signed = [tracking.pixel_query(key, i) for i in (ids[0], ids[0], ids[2])]
     forged = tracking.pixel_query(key, ids[3]).replace(f"request_id={ids[3]}", f"request_id={ids[4]}")
     opens = (*((query, 5 + n) for n, query in enumerate(signed)), (forged, 8), ("request_id=1", 9))
-    assert events.record_opens(conn, RecordOpens(6, "ingest", opens)).counted == 3
+    assert events.record_opens(conn, RecordOpens(6, "ingest", opens), key).counted == 3
     counters = dict(conn.execute("SELECT name, n FROM topic_counts WHERE topic_id = 't'").fetchall())
     recount = dict(conn.execute("SELECT status, COUNT(*) FROM recipients GROUP BY status").fetchall())
     for status, count in recount.items():

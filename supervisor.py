@@ -276,6 +276,13 @@ def warn_about(settings: Settings) -> None:
     log.info("email backend: %s (%s)", settings.ses.backend, settings.ses.backend_reason)
     if settings.auth.disabled:
         log.warning("AUTH_DISABLED=true: the API accepts requests from anyone who can reach it")
+    if settings.server_host_reason not in ("default", "SERVER_HOST"):
+        log.warning("listening on %s only: %s", settings.server_host, settings.server_host_reason)
+    if settings.sns.allow_any_topic:
+        log.warning("SNS_ALLOW_ANY_TOPIC=true: SES events are accepted from any SNS topic, in any AWS account")
+    elif not settings.sns.topic_arns:
+        log.warning("SES events are off until SNS_TOPIC_ARNS is set: the webhook refuses every notification")
+    log.info("scheduled_at without an offset is read as %s time (TIMEZONE)", settings.timezone)
     if settings.ses.backend == "ses" and settings.server_url_is_local:
         log.warning(
             "SERVER_URL is %s: recipients cannot reach the tracking pixel; set it to the public URL",

@@ -66,22 +66,24 @@ class SesSettings:
     quota_refresh_s: float = 60.0
 
 
-AWS_SNS_HOSTS: Final = r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?"
-
-
 @dataclass(frozen=True, slots=True)
 class SnsSettings:
     """Who may post SES events to the webhook, and how their signatures are checked."""
 
-    # Empty: any topic (a signature from SNS is still required).
+    # Empty: the webhook refuses every notification (403) unless allow_any_topic says otherwise.
     topic_arns: tuple[str, ...] = ()
-    cert_host_pattern: str = AWS_SNS_HOSTS
+    # SNS_ALLOW_ANY_TOPIC=true: the explicit opt-out, warned about at every start.
+    allow_any_topic: bool = False
+    # None: the certificate must be on sns.<the topic's region>.amazonaws.com(.cn). A pattern
+    # (SNS_CERT_HOST_PATTERN) replaces that host rule, region included.
+    cert_host_pattern: str | None = None
     # Tests only: certificates and SubscribeURLs over plain http on an allowed host.
     cert_allow_http: bool = False
     auto_confirm: bool = True
 
 
 MIN_SECRET_CHARS: Final = 32
+ALL_INTERFACES: Final = "0.0.0.0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +95,8 @@ class AuthSettings:
     audience: str | None = None
     issuer: str | None = None
     leeway_s: float = 30.0
+    # Tokens without `exp` are refused unless JWT_REQUIRE_EXP=false.
+    require_exp: bool = True
     disabled: bool = False
 
 
@@ -101,7 +105,9 @@ class Settings:
     """Everything the product can be told, validated; secrets never appear in repr."""
 
     server_url: str = "http://localhost:3000"
-    server_host: str = "0.0.0.0"
+    server_host: str = ALL_INTERFACES
+    # Why server_host is what it is (said at start): "SERVER_HOST", or loopback because auth is off.
+    server_host_reason: str = "default"
     server_port: int = 3000
     database_path: Path = Path("sqlite3.db")
     auth: AuthSettings = field(default_factory=AuthSettings)
@@ -288,12 +294,16 @@ def _ses(reader: _Reader) -> SesSettings:
 
 
 def _auth(reader: _Reader) -> AuthSettings:
-    """JWT_SECRET is required unless AUTH_DISABLED=true says, explicitly, to run open."""
+    """A JWT_SECRET or an API_KEY protects the API; AUTH_DISABLED=true opens only a server with neither.
+
+    The original server's operators set only API_KEY: that alone starts a protected server.
+    """
     secret, api_key = reader.raw("JWT_SECRET"), reader.raw("API_KEY")
     disabled = reader.flag("AUTH_DISABLED", False)
-    if secret is None and not disabled:
+    if secret is None and api_key is None and not disabled:
         reader.problems.append(
-            "JWT_SECRET: required to protect the API (or set AUTH_DISABLED=true to run without authentication)"
+            "JWT_SECRET: required to protect the API with Bearer tokens, or API_KEY alone for X-API-KEY;"
+            " AUTH_DISABLED=true runs it without authentication, on 127.0.0.1 only"
         )
     for name, value in (("JWT_SECRET", secret), ("API_KEY", api_key)):
         if value is not None and len(value) < MIN_SECRET_CHARS:
@@ -304,30 +314,42 @@ def _auth(reader: _Reader) -> AuthSettings:
         audience=reader.raw("JWT_AUDIENCE"),
         issuer=reader.raw("JWT_ISSUER"),
         leeway_s=reader.number("JWT_LEEWAY_S", 30.0, minimum=0, strict=False),
-        # A secret always protects the API: AUTH_DISABLED only opens a server that has none.
-        disabled=disabled and secret is None,
+        require_exp=reader.flag("JWT_REQUIRE_EXP", True),
+        # A secret or a key always protects the API: AUTH_DISABLED only opens a server that has neither.
+        disabled=disabled and secret is None and api_key is None,
     )
 
 
 def _sns(reader: _Reader) -> SnsSettings:
     import re
 
-    pattern = reader.raw("SNS_CERT_HOST_PATTERN") or AWS_SNS_HOSTS
+    pattern = reader.raw("SNS_CERT_HOST_PATTERN")
     try:
-        re.compile(pattern)
+        re.compile(pattern or "")
     except re.error as problem:
         reader.problems.append(f"SNS_CERT_HOST_PATTERN: not a regular expression ({problem})")
-        pattern = AWS_SNS_HOSTS
+        pattern = None
     arns = tuple(a.strip() for a in (reader.raw("SNS_TOPIC_ARNS") or "").split(",") if a.strip())
     bad = [a for a in arns if not a.startswith("arn:aws")]
     if bad:
         reader.problems.append(f"SNS_TOPIC_ARNS: {bad[0]!r} is not a topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)")
     return SnsSettings(
         topic_arns=arns,
+        allow_any_topic=reader.flag("SNS_ALLOW_ANY_TOPIC", False),
         cert_host_pattern=pattern,
         cert_allow_http=reader.flag("SNS_CERT_ALLOW_HTTP", False),
         auto_confirm=reader.flag("SNS_AUTO_CONFIRM", True),
     )
+
+
+def _server_host(reader: _Reader, auth: AuthSettings) -> tuple[str, str]:
+    """SERVER_HOST when set; else every interface, or loopback only while the API is open."""
+    host = reader.raw("SERVER_HOST")
+    if host is not None:
+        return host, "SERVER_HOST"
+    if auth.disabled:
+        return "127.0.0.1", "authentication is off, so only this machine may connect (set SERVER_HOST to change)"
+    return ALL_INTERFACES, "default"
 
 
 def load(environ: Mapping[str, str]) -> Settings:
@@ -336,12 +358,17 @@ def load(environ: Mapping[str, str]) -> Settings:
     defaults = Settings()
     # Platforms (Heroku, Dokku, honcho) hand the port over as $PORT; it wins over SERVER_PORT.
     port_name = "PORT" if reader.raw("PORT") is not None else "SERVER_PORT"
+    port = reader.integer(port_name, defaults.server_port, low=0, high=65535)
+    auth = _auth(reader)
+    host, host_reason = _server_host(reader, auth)
     settings = Settings(
-        server_url=_server_url(reader, defaults.server_url),
-        server_host=reader.raw("SERVER_HOST") or defaults.server_host,
-        server_port=reader.integer(port_name, defaults.server_port, low=0, high=65535),
+        # The pixel must reach this server: without SERVER_URL it follows the port.
+        server_url=_server_url(reader, f"http://localhost:{port or defaults.server_port}"),
+        server_host=host,
+        server_host_reason=host_reason,
+        server_port=port,
         database_path=_database_path(reader, defaults.database_path),
-        auth=_auth(reader),
+        auth=auth,
         sentry_dsn=reader.raw("SENTRY_DSN"),
         log_level=_log_level(reader),
         max_emails_per_request=reader.integer(

@@ -60,7 +60,8 @@ class StoreMessages(Message):
     """Store these recipients in one transaction, then answer `Stored` or `Refused`.
 
     `summary` is the JSON answer as ingest knows it before storing; the recorder adds
-    what only the database knows and keeps it for `Idempotency-Key` replays.
+    what only the database knows (and `duration_ms`) and keeps it, byte for byte, for
+    `Idempotency-Key` replays.
     """
 
     corr_id: int
@@ -70,6 +71,9 @@ class StoreMessages(Message):
     summary: str
     idempotency_key: str | None = None
     body_digest: str | None = None
+    # time.monotonic_ns() when ingest received the request (one clock for every process on
+    # the machine): the recorder puts the whole duration in the answer it keeps for replays.
+    received_ns: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,13 +261,16 @@ class SesEvent(Message):
     ses_message_id: str
     request_id: int | None
     occurred_at_ms: int
-    raw: str
 
 
 @dataclass(frozen=True, slots=True)
 class RecordEvents(Message):
+    """The events of one SNS message; its raw text is kept once, however many recipients it names."""
+
     corr_id: int
     reply_to: str
+    sns_message_id: str
+    raw: str
     events: tuple[SesEvent, ...]
 
 

@@ -12,10 +12,24 @@ Reference: shared/reference/aws-ses-sns.md section 2.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
+from pipeline.jsondepth import MAX_DEPTH, too_deep
 from pipeline.messages import SesEvent
+
+# SES sends to at most 50 recipients per message, so no genuine event names more.
+MAX_RECIPIENTS: Final = 50
+# Our request_id tags are SQLite rowids: 1 .. 2**63 - 1, written in ASCII digits.
+MAX_ROW_ID: Final = 2**63 - 1
+ROW_ID_DIGITS: Final = re.compile(r"[0-9]{1,19}")
+MAX_FIELD_CHARS: Final = 1000
+
+
+class InvalidEvent(ValueError):
+    """An SES-shaped message that no SES event can be: refused (400), never stored."""
+
 
 KINDS = {
     "Send": "send",
@@ -46,7 +60,13 @@ DETAIL_KEYS = {
 
 
 def parse(sns_message_id: str, message: str) -> list[SesEvent] | None:
-    """The events in an SNS notification's Message, or None when it is not an SES event."""
+    """The events in an SNS notification's Message, or None when it is not an SES event.
+
+    InvalidEvent when it claims to be one but is outside what SES sends: more than 50
+    recipients, or text no UTF-8 store can hold (JSON escapes can make lone surrogates).
+    """
+    if too_deep(message):
+        raise InvalidEvent(f"the message is nested more than {MAX_DEPTH} levels deep")
     try:
         body = json.loads(message)
     except (ValueError, RecursionError):
@@ -60,28 +80,48 @@ def parse(sns_message_id: str, message: str) -> list[SesEvent] | None:
     detail_key, recipients_key = DETAIL_KEYS[kind]
     found = body.get(detail_key)
     detail: dict[str, Any] = found if isinstance(found, dict) else {}
-    emails = _recipients(detail, recipients_key) or [str(e) for e in mail.get("destination") or []] or [""]
+    emails = _recipients(detail, recipients_key) or _destination(mail) or [""]
+    if len(emails) > MAX_RECIPIENTS:
+        raise InvalidEvent(f"an SES event names at most {MAX_RECIPIENTS} recipients; this one names {len(emails)}")
     occurred = _millis(detail.get("timestamp") or mail.get("timestamp"))
+    subtype, ses_message_id = _text(_subtype(kind, detail)), _text(str(mail.get("messageId") or ""))
+    request_id = _request_id(mail)
     return [
         SesEvent(
             sns_message_id=sns_message_id,
             kind=kind,
-            subtype=_subtype(kind, detail),
-            email=email,
-            ses_message_id=str(mail.get("messageId") or ""),
-            request_id=_request_id(mail),
+            subtype=subtype,
+            email=_text(email),
+            ses_message_id=ses_message_id,
+            request_id=request_id,
             occurred_at_ms=occurred,
-            raw=message,
         )
         for email in emails
     ]
+
+
+def _text(value: str) -> str:
+    """A field as it will be stored: valid UTF-8, of a sane length."""
+    if len(value) > MAX_FIELD_CHARS:
+        raise InvalidEvent(f"a field of the SES event is longer than {MAX_FIELD_CHARS} characters")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise InvalidEvent("the SES event is not valid UTF-8 (a lone surrogate)") from None
+    return value
+
+
+def _destination(mail: dict[str, Any]) -> list[str]:
+    found = mail.get("destination")
+    return [str(e) for e in found] if isinstance(found, list) else []
 
 
 def _recipients(detail: dict[str, Any], key: str | None) -> list[str]:
     if key is None:
         return []
     found = []
-    for entry in detail.get(key) or []:
+    entries = detail.get(key)
+    for entry in entries if isinstance(entries, list) else []:
         address = entry.get("emailAddress") if isinstance(entry, dict) else entry
         if address:
             found.append(str(address))
@@ -106,18 +146,20 @@ def _request_id(mail: dict[str, Any]) -> int | None:
     if not isinstance(tags, dict):
         return None
     values = tags.get("request_id")
-    if isinstance(values, list) and values:
-        try:
-            return int(values[0])
-        except (TypeError, ValueError):
-            return None
-    return None
+    if not isinstance(values, list) or not values or not isinstance(values[0], str):
+        return None
+    if ROW_ID_DIGITS.fullmatch(values[0]) is None:
+        return None  # not a tag of ours; the message id may still find the recipient
+    value = int(values[0])
+    return value if 1 <= value <= MAX_ROW_ID else None
 
 
 def _millis(timestamp: Any) -> int:
+    if not isinstance(timestamp, str) or len(timestamp) > 64:
+        return 0
     try:
-        return int(datetime.fromisoformat(str(timestamp).replace("Z", "+00:00")).timestamp() * 1000)
-    except ValueError:
+        return int(datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp() * 1000)
+    except (ValueError, OverflowError, OSError):
         return 0
 
 

@@ -6,17 +6,41 @@ from typing import Any
 
 import aiosqlite
 
-STATUSES = ("pending", "sending", "sent", "failed", "cancelled", "paused", "suppressed")
+STATUSES = ("pending", "sending", "sent", "failed", "cancelled", "paused", "suppressed", "unknown")
 RESULTS = ("delivered", "bounced", "complained", "opened", "opens")
+# The original server's request_counts keys (its status codes 0-4), from our statuses.
+ORIGINAL_STATUS = {
+    "pending": "Created",
+    "paused": "Created",
+    "sending": "Processed",
+    "unknown": "Processed",
+    "sent": "Sent",
+    "failed": "Failed",
+    "cancelled": "Stopped",
+    "suppressed": "Stopped",
+}
+ORIGINAL_STATUS_KEYS = ("Created", "Processed", "Sent", "Failed", "Stopped")
+# SES's own event names (as the original's result_counts spells them), from our kinds.
+SES_EVENT_NAMES = {
+    "delivery": "Delivery",
+    "bounce": "Bounce",
+    "complaint": "Complaint",
+    "open": "Open",
+    "send": "Send",
+    "reject": "Reject",
+    "delivery_delay": "DeliveryDelay",
+    "rendering_failure": "Rendering Failure",
+    "click": "Click",
+    "subscription": "Subscription",
+}
+ALWAYS_SHOWN_EVENTS = ("Delivery", "Bounce", "Complaint", "Open")
 
 
-async def topic_counts(db: aiosqlite.Connection, topic_id: str) -> dict[str, Any] | None:
-    """Totals by status and by result for one topic (from its counters), or None if unknown."""
+async def topic_counts(db: aiosqlite.Connection, topic_id: str) -> dict[str, Any]:
+    """Totals by status and by result for one topic, from its counters (zeros when unknown)."""
     async with db.execute("SELECT name, n FROM topic_counts WHERE topic_id = ?", (topic_id,)) as cursor:
         counters = {name: n for name, n in await cursor.fetchall()}
     by_status = {status: counters.get(status, 0) for status in STATUSES}
-    if not any(by_status.values()):
-        return None
     results = {name: counters.get(name, 0) for name in RESULTS}
     return {
         "total": sum(by_status.values()),
@@ -24,9 +48,29 @@ async def topic_counts(db: aiosqlite.Connection, topic_id: str) -> dict[str, Any
         **results,
         "first_sent_at_ms": counters.get("first_sent_at_ms"),
         "last_sent_at_ms": counters.get("last_sent_at_ms"),
-        "request_counts": {k: v for k, v in by_status.items() if v},
-        "result_counts": {k: results[k] for k in ("delivered", "bounced", "complained", "opened")},
+        "request_counts": original_request_counts(by_status),
+        "result_counts": original_result_counts(counters),
     }
+
+
+def original_request_counts(by_status: dict[str, int]) -> dict[str, int]:
+    counts = dict.fromkeys(ORIGINAL_STATUS_KEYS, 0)
+    for status, n in by_status.items():
+        counts[ORIGINAL_STATUS[status]] += n
+    return counts
+
+
+def original_result_counts(counters: dict[str, int]) -> dict[str, int]:
+    """Recipients with at least one event of each kind, keyed as SES names the kind.
+
+    `Open` counts recipients opened by our pixel or by SES's own open tracking, once each.
+    """
+    counts = {name: 0 for name in ALWAYS_SHOWN_EVENTS}
+    for kind, name in SES_EVENT_NAMES.items():
+        n = counters.get("opened", 0) if kind == "open" else counters.get(f"event:{kind}", 0)
+        if n or name in counts:
+            counts[name] = n
+    return counts
 
 
 async def recent_topics(db: aiosqlite.Connection, limit: int, offset: int) -> list[dict[str, Any]]:

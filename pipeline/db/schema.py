@@ -12,6 +12,39 @@ import sqlite3
 from pathlib import Path
 from typing import Final
 
+# Per-topic counters kept by triggers (migration 4); a rebuild of `recipients` drops them,
+# so migration 5 creates the same ones again.
+COUNT_TRIGGERS: Final = """
+    CREATE TRIGGER count_status AFTER UPDATE OF status ON recipients WHEN OLD.status IS NOT NEW.status BEGIN
+        UPDATE topic_counts SET n = n - 1 WHERE topic_id = OLD.topic_id AND name = OLD.status;
+        INSERT INTO topic_counts VALUES (NEW.topic_id, NEW.status, 1)
+            ON CONFLICT (topic_id, name) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER count_sent_at AFTER UPDATE OF sent_at_ms ON recipients WHEN NEW.sent_at_ms IS NOT NULL BEGIN
+        INSERT INTO topic_counts VALUES (NEW.topic_id, 'first_sent_at_ms', NEW.sent_at_ms)
+            ON CONFLICT (topic_id, name) DO UPDATE SET n = MIN(n, excluded.n);
+        INSERT INTO topic_counts VALUES (NEW.topic_id, 'last_sent_at_ms', NEW.sent_at_ms)
+            ON CONFLICT (topic_id, name) DO UPDATE SET n = MAX(n, excluded.n);
+    END;
+    CREATE TRIGGER count_delivery AFTER UPDATE OF delivery ON recipients
+        WHEN OLD.delivery IS NOT NEW.delivery AND NEW.delivery IS NOT NULL BEGIN
+        UPDATE topic_counts SET n = n - 1 WHERE topic_id = OLD.topic_id AND name = OLD.delivery;
+        INSERT INTO topic_counts VALUES (NEW.topic_id, NEW.delivery, 1)
+            ON CONFLICT (topic_id, name) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER count_complaint AFTER UPDATE OF complained_at_ms ON recipients
+        WHEN OLD.complained_at_ms IS NULL AND NEW.complained_at_ms IS NOT NULL BEGIN
+        INSERT INTO topic_counts VALUES (NEW.topic_id, 'complained', 1)
+            ON CONFLICT (topic_id, name) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER count_opens AFTER UPDATE OF open_count ON recipients WHEN NEW.open_count > OLD.open_count BEGIN
+        INSERT INTO topic_counts VALUES (NEW.topic_id, 'opens', NEW.open_count - OLD.open_count)
+            ON CONFLICT (topic_id, name) DO UPDATE SET n = n + excluded.n;
+        INSERT INTO topic_counts SELECT NEW.topic_id, 'opened', 1 WHERE OLD.open_count = 0
+            ON CONFLICT (topic_id, name) DO UPDATE SET n = n + 1;
+    END;
+"""
+
 # Each entry runs once, in order, inside one transaction with its version bump.
 MIGRATIONS: Final[tuple[str, ...]] = (
     # 1: contents stored once per message, one row per recipient, the tracking key.
@@ -153,35 +186,58 @@ MIGRATIONS: Final[tuple[str, ...]] = (
 
     -- New rows are counted by the recorder, once per message (a per-row trigger doubled
     -- the cost of storing a campaign); every later change is counted here.
-    CREATE TRIGGER count_status AFTER UPDATE OF status ON recipients WHEN OLD.status IS NOT NEW.status BEGIN
-        UPDATE topic_counts SET n = n - 1 WHERE topic_id = OLD.topic_id AND name = OLD.status;
-        INSERT INTO topic_counts VALUES (NEW.topic_id, NEW.status, 1)
-            ON CONFLICT (topic_id, name) DO UPDATE SET n = n + 1;
-    END;
-    CREATE TRIGGER count_sent_at AFTER UPDATE OF sent_at_ms ON recipients WHEN NEW.sent_at_ms IS NOT NULL BEGIN
-        INSERT INTO topic_counts VALUES (NEW.topic_id, 'first_sent_at_ms', NEW.sent_at_ms)
-            ON CONFLICT (topic_id, name) DO UPDATE SET n = MIN(n, excluded.n);
-        INSERT INTO topic_counts VALUES (NEW.topic_id, 'last_sent_at_ms', NEW.sent_at_ms)
-            ON CONFLICT (topic_id, name) DO UPDATE SET n = MAX(n, excluded.n);
-    END;
-    CREATE TRIGGER count_delivery AFTER UPDATE OF delivery ON recipients
-        WHEN OLD.delivery IS NOT NEW.delivery AND NEW.delivery IS NOT NULL BEGIN
-        UPDATE topic_counts SET n = n - 1 WHERE topic_id = OLD.topic_id AND name = OLD.delivery;
-        INSERT INTO topic_counts VALUES (NEW.topic_id, NEW.delivery, 1)
-            ON CONFLICT (topic_id, name) DO UPDATE SET n = n + 1;
-    END;
-    CREATE TRIGGER count_complaint AFTER UPDATE OF complained_at_ms ON recipients
-        WHEN OLD.complained_at_ms IS NULL AND NEW.complained_at_ms IS NOT NULL BEGIN
-        INSERT INTO topic_counts VALUES (NEW.topic_id, 'complained', 1)
-            ON CONFLICT (topic_id, name) DO UPDATE SET n = n + 1;
-    END;
-    CREATE TRIGGER count_opens AFTER UPDATE OF open_count ON recipients WHEN NEW.open_count > OLD.open_count BEGIN
-        INSERT INTO topic_counts VALUES (NEW.topic_id, 'opens', NEW.open_count - OLD.open_count)
-            ON CONFLICT (topic_id, name) DO UPDATE SET n = n + excluded.n;
-        INSERT INTO topic_counts SELECT NEW.topic_id, 'opened', 1 WHERE OLD.open_count = 0
-            ON CONFLICT (topic_id, name) DO UPDATE SET n = n + 1;
-    END;
-    """,
+    """
+    + COUNT_TRIGGERS,
+    # 5: the original server's "Processed" rows import as 'unknown' (sent or not, nobody knows);
+    # an SNS message's raw text is kept once, not once per recipient it names; events that
+    # arrive before their send's outcome can be found by SES's message id and linked later;
+    # and per topic, how many recipients had each kind of SES event (the original's counts).
+    """
+    CREATE TABLE recipients_new (
+        id INTEGER PRIMARY KEY,
+        content_id INTEGER NOT NULL REFERENCES contents(id),
+        topic_id TEXT NOT NULL,
+        email TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN
+            ('pending', 'sending', 'sent', 'failed', 'cancelled', 'paused', 'suppressed', 'unknown')),
+        due_at_ms INTEGER NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        sent_at_ms INTEGER,
+        message_id TEXT,
+        error_code TEXT,
+        error_message TEXT,
+        delivery TEXT CHECK (delivery IN ('delivered', 'bounced')),
+        delivery_at_ms INTEGER,
+        bounce_type TEXT,
+        complained_at_ms INTEGER,
+        opened_first_at_ms INTEGER,
+        open_count INTEGER NOT NULL DEFAULT 0
+    );
+    INSERT INTO recipients_new SELECT * FROM recipients;
+    DROP TABLE recipients;
+    ALTER TABLE recipients_new RENAME TO recipients;
+    CREATE INDEX recipients_due ON recipients (due_at_ms, id) WHERE status = 'pending';
+    CREATE INDEX recipients_topic ON recipients (topic_id, status);
+    CREATE INDEX recipients_message_id ON recipients (message_id) WHERE message_id IS NOT NULL;
+    CREATE INDEX recipients_sent_at ON recipients (sent_at_ms) WHERE sent_at_ms IS NOT NULL;
+    CREATE INDEX recipients_pending_topic ON recipients (topic_id, due_at_ms, id) WHERE status = 'pending';
+
+    CREATE TABLE sns_messages (
+        sns_message_id TEXT PRIMARY KEY,
+        raw TEXT NOT NULL,
+        received_at_ms INTEGER NOT NULL
+    );
+    INSERT OR IGNORE INTO sns_messages SELECT sns_message_id, raw, MIN(received_at_ms) FROM events
+        GROUP BY sns_message_id;
+    ALTER TABLE events DROP COLUMN raw;
+    DROP INDEX events_recipient;
+    CREATE INDEX events_recipient ON events (recipient_id, kind);
+    CREATE INDEX events_unlinked ON events (ses_message_id) WHERE recipient_id IS NULL AND ses_message_id != '';
+
+    INSERT INTO topic_counts SELECT r.topic_id, 'event:' || e.kind, COUNT(DISTINCT e.recipient_id)
+        FROM events e JOIN recipients r ON r.id = e.recipient_id GROUP BY r.topic_id, e.kind;
+    """
+    + COUNT_TRIGGERS,
 )
 TRACKING_KEY: Final = "tracking_hmac_key"
 BUSY_TIMEOUT_MS: Final = 5000

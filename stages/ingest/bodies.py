@@ -10,9 +10,13 @@ JSON_TYPES = ("application/json",)
 
 
 def check_json_type(request: web.Request) -> None:
-    """JSON routes take application/json (or any +json type); no Content-Type is read as JSON."""
+    """JSON routes take application/json (or any +json type), and nothing else.
+
+    A body without a Content-Type is refused too, as the original server did: a web page
+    can POST such a body to a developer's localhost without a CORS preflight.
+    """
     if "Content-Type" not in request.headers:
-        return
+        raise ApiError(415, "unsupported_media_type", "send the body as Content-Type: application/json", "Content-Type")
     media = request.content_type.lower()
     if media not in JSON_TYPES and not media.endswith("+json"):
         raise ApiError(

@@ -1,6 +1,8 @@
 """One error shape for every answer that is not a success.
 
-`{"error": {"code", "message", "field"?}}` with the fitting status. aiohttp's own
+`{"error": "<message>", "code": ..., "field"?: ...}` with the fitting status: the
+original server's `{"error": "<message>"}`, which its typed clients parse, with our
+machine-readable `code` and the `field` at fault beside it. aiohttp's own
 errors (404, 405, 413) are rewritten into it; an unexpected exception becomes a 500
 that says nothing about the code, the SQL or the data behind it.
 
@@ -18,6 +20,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from aiohttp import web
+
+from pipeline.messages import Refused
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +58,21 @@ class ApiError(Exception):
         self.headers = headers or {}
 
     def response(self) -> web.Response:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        error: dict[str, Any] = {"error": self.message, "code": self.code}
         if self.field is not None:
             error["field"] = self.field
-        return web.json_response({"error": error}, status=self.status, headers=self.headers)
+        return web.json_response(error, status=self.status, headers=self.headers)
 
 
 def unavailable(message: str, retry_after_s: int = 2) -> ApiError:
     return ApiError(503, "unavailable", message, headers={"Retry-After": str(retry_after_s)})
+
+
+def refused(reply: Refused) -> ApiError:
+    """The recorder's refusal as an answer: 503 (retry) for the store, 4xx for the request."""
+    return ApiError(
+        reply.status, reply.code, reply.message, headers={"Retry-After": "2"} if reply.status == 503 else {}
+    )
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -16,10 +16,10 @@ from aiohttp import web
 
 from pipeline import ses_events
 from pipeline.clock import now_ms
-from pipeline.messages import EventsRecorded, GetQuota, QuotaReport, RecordEvents
+from pipeline.messages import EventsRecorded, GetQuota, QuotaReport, RecordEvents, Refused
 from stages.ingest.app import CTX, DB, HTTP, OPENS, SNS_KEYS
 from stages.ingest.bodies import read_capped
-from stages.ingest.errors import ApiError
+from stages.ingest.errors import ApiError, refused
 from stages.ingest.params import HOURS, whole_number
 from stages.ingest.sns import check_subscribe_url, parse_envelope, verify
 from stages.ingest.talk import ask
@@ -56,11 +56,19 @@ async def sns_results(request: web.Request) -> web.Response:
     if kind == "UnsubscribeConfirmation":
         ctx.log.warning("SNS says topic %s was unsubscribed from this endpoint", envelope["TopicArn"])
         return web.json_response({"status": "noted"})
-    events = ses_events.parse(envelope["MessageId"], envelope["Message"])
+    sns_id, message = envelope["MessageId"], envelope["Message"]
+    try:
+        events = ses_events.parse(sns_id, message)
+    except ses_events.InvalidEvent as problem:
+        raise ApiError(400, "invalid_event", str(problem), "Message") from None
     if events is None:
-        ctx.log.info("SNS notification %s is not an SES event; ignored", envelope["MessageId"])
+        ctx.log.info("SNS notification %s is not an SES event; ignored", sns_id)
         return web.json_response({"status": "ignored"})
-    reply = await ask(request, "recorder", lambda corr_id: RecordEvents(corr_id, "ingest", tuple(events)))
+    reply = await ask(
+        request, "recorder", lambda corr_id: RecordEvents(corr_id, "ingest", sns_id, message, tuple(events))
+    )
+    if isinstance(reply, Refused):
+        raise refused(reply)
     assert isinstance(reply, EventsRecorded)
     return web.json_response({"status": "recorded", "recorded": reply.recorded, "matched": reply.matched})
 

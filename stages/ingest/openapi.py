@@ -144,16 +144,22 @@ def paths() -> Json:
             "get": operation(
                 "getTopic",
                 "Totals for one topic",
-                {200: json_answer("Counts by status and by result.", ref("TopicTotals"))},
-                (400, 404),
+                {
+                    200: json_answer(
+                        "Counts by status and by result; all zeros for a topic never posted to, as the original"
+                        " server answered.",
+                        ref("TopicTotals"),
+                    )
+                },
+                (400,),
                 tag=topics,
                 parameters=(TOPIC_ID,),
             ),
             "delete": operation(
                 "cancelTopic",
                 "Cancel every recipient not yet handed to SES",
-                {200: json_answer("How many were cancelled.", ref("TopicCancelled"))},
-                held,
+                {200: json_answer("How many were cancelled (0 for an unknown topic).", ref("TopicCancelled"))},
+                (400, 503),
                 tag=topics,
                 parameters=(TOPIC_ID,),
             ),

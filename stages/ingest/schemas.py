@@ -16,6 +16,7 @@ from typing import Annotated, Final, TypeVar
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+from pipeline.jsondepth import MAX_DEPTH, too_deep
 from stages.ingest.errors import ApiError
 
 T = TypeVar("T")
@@ -99,16 +100,12 @@ class SuppressionIn(Struct):
 # Answers: documentation only, kept true by tests that check live answers against them.
 
 
-class ErrorDetail(Struct):
-    code: str
-    message: str
-    field: str | UnsetType = UNSET
-
-
 class ErrorAnswer(Struct):
-    """Every answer that is not a success."""
+    """Every answer that is not a success: the original server's `error` string, our `code` and `field`."""
 
-    error: ErrorDetail
+    error: str
+    code: str
+    field: str | UnsetType = UNSET
 
 
 class RejectedAddress(Struct):
@@ -127,7 +124,7 @@ class CampaignAccepted(Struct):
     rejected: list[RejectedAddress]
     duplicates: int
     suppressed: int
-    duration_ms: float
+    duration_ms: int
 
 
 class TopicTotals(Struct):
@@ -140,6 +137,7 @@ class TopicTotals(Struct):
     cancelled: int
     paused: int
     suppressed: int
+    unknown: int
     delivered: int
     bounced: int
     complained: int
@@ -147,7 +145,9 @@ class TopicTotals(Struct):
     opens: int
     first_sent_at: str | None
     last_sent_at: str | None
+    # The original server's keys: Created, Processed, Sent, Failed, Stopped.
     request_counts: dict[str, int]
+    # Recipients with each kind of SES event, keyed as SES names it (Delivery, Bounce, ...).
     result_counts: dict[str, int]
 
 
@@ -165,6 +165,7 @@ class TopicList(Struct):
 
 
 class TopicCancelled(Struct):
+    status: str
     topic_id: str
     cancelled: int
 
@@ -260,6 +261,8 @@ def split_error(text: str) -> tuple[str, str | None]:
 
 def decode(body: bytes, kind: type[T]) -> T:
     """Decode and check a JSON body; ApiError(400) naming the field otherwise."""
+    if too_deep(body):
+        raise ApiError(400, "invalid_json", f"the body is nested too deeply (at most {MAX_DEPTH} levels)")
     try:
         return msgspec.json.decode(body, type=kind)
     except msgspec.ValidationError as problem:

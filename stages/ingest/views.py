@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -11,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from config.settings import SnsSettings
 from pipeline.channels import ChannelFull
 from pipeline.db.queries import recent_topics, topic_counts
 from pipeline.messages import (
@@ -25,9 +25,10 @@ from pipeline.messages import (
     TopicResumed,
 )
 from stages.ingest.app import CTX, DB, REPLIES
+from stages.ingest.auth import CLIENT
 from stages.ingest.bodies import read_json_body
 from stages.ingest.campaigns import iso_utc, parse_campaign
-from stages.ingest.errors import ApiError
+from stages.ingest.errors import ApiError, refused
 from stages.ingest.params import TOPICS_LIMIT, TOPICS_OFFSET, whole_number
 from stages.ingest.schemas import MAX_TOPIC_CHARS, NO_CONTROL_CHARACTERS, conforms
 from stages.ingest.talk import ask, wake_scheduler
@@ -60,18 +61,30 @@ async def ready(request: web.Request) -> web.Response:
         "status": "ready" if not problems else "not ready",
         "stages": {**stages, "ingest": "running"},
         "database": database,
+        "ses_events": ses_events_state(ctx.settings.sns),
     }
     if problems:
         body["problems"] = problems
     return web.json_response(body, status=200 if not problems else 503)
 
 
+def ses_events_state(sns: SnsSettings) -> str:
+    """Whether the SNS webhook takes SES events, in the words an operator needs."""
+    if sns.allow_any_topic:
+        return "on, from any SNS topic (SNS_ALLOW_ANY_TOPIC=true)"
+    if not sns.topic_arns:
+        return "off until SNS_TOPIC_ARNS is set"
+    return f"on, from {len(sns.topic_arns)} topic(s) in SNS_TOPIC_ARNS"
+
+
 async def post_messages(request: web.Request) -> web.Response:
     """Validate the whole campaign, have the recorder commit it, then answer."""
-    started = time.perf_counter()
+    started_ns = time.monotonic_ns()
     ctx = request.app[CTX]
     body = await read_json_body(request, ctx.settings.max_request_bytes)
     key = idempotency_key(request)
+    if key is not None:  # one caller's key never replays another caller's answer
+        key = f"{request[CLIENT]}\n{key}"
     campaign = parse_campaign(body, ctx.settings, datetime.now(UTC))
     store = StoreMessages(
         corr_id=0,
@@ -81,16 +94,16 @@ async def post_messages(request: web.Request) -> web.Response:
         summary=campaign.summary(),
         idempotency_key=key,
         body_digest=hashlib.sha256(body).hexdigest() if key else None,
+        received_ns=started_ns,
     )
     reply = await ask_recorder(request, store)
     if isinstance(reply, Refused):
-        raise ApiError(reply.status, reply.code, reply.message, headers=retry_after(reply.status))
+        raise refused(reply)
     assert isinstance(reply, Stored)
     if not reply.replayed and campaign.stored_count:
         await wake_scheduler(request, campaign.due_at_ms)
-    answer = json.loads(reply.answer)
-    answer["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
-    return web.json_response(answer)
+    # The recorder's answer as it keeps it: a replay of the same key gets the same bytes.
+    return web.Response(text=reply.answer, content_type="application/json")
 
 
 def idempotency_key(request: web.Request) -> str | None:
@@ -112,10 +125,6 @@ async def ask_recorder(request: web.Request, store: StoreMessages) -> Message:
     return await ask(request, "recorder", lambda corr_id: replace(store, corr_id=corr_id))
 
 
-def retry_after(status: int) -> dict[str, str]:
-    return {"Retry-After": "2"} if status == 503 else {}
-
-
 def topic_id_of(request: web.Request) -> str:
     topic_id = request.match_info["topic_id"]
     if len(topic_id) > MAX_TOPIC_CHARS:
@@ -125,24 +134,30 @@ def topic_id_of(request: web.Request) -> str:
     return topic_id
 
 
-async def hold(request: web.Request, status: str) -> web.Response:
+async def hold(request: web.Request, status: str) -> TopicHeld:
     """Cancel or pause: the sender stops first, then the recorder holds the rest, exactly."""
     topic_id = topic_id_of(request)
     reply = await ask(request, "sender", lambda corr_id: HoldTopic(corr_id, "ingest", topic_id, status))
     assert isinstance(reply, TopicHeld)
-    if not reply.found:
-        raise ApiError(404, "not_found", "no recipients were ever posted for this topic", "topic_id")
-    return web.json_response({"topic_id": topic_id, status: reply.count})
+    return reply
 
 
 async def cancel_topic(request: web.Request) -> web.Response:
-    """Cancel every recipient of the topic that has not been handed to SES."""
-    return await hold(request, "cancelled")
+    """Cancel every recipient of the topic that has not been handed to SES.
+
+    `{"status": "ok"}` as the original server answered, for an unknown topic too, with the
+    exact count beside it.
+    """
+    reply = await hold(request, "cancelled")
+    return web.json_response({"status": "ok", "topic_id": reply.topic_id, "cancelled": reply.count})
 
 
 async def pause_topic(request: web.Request) -> web.Response:
     """Stop sending the topic, keeping its recipients for a resume."""
-    return await hold(request, "paused")
+    reply = await hold(request, "paused")
+    if not reply.found:
+        raise ApiError(404, "not_found", "no recipients were ever posted for this topic", "topic_id")
+    return web.json_response({"topic_id": reply.topic_id, "paused": reply.count})
 
 
 async def resume_topic(request: web.Request) -> web.Response:
@@ -158,11 +173,9 @@ async def resume_topic(request: web.Request) -> web.Response:
 
 
 async def get_topic(request: web.Request) -> web.Response:
-    """Totals by status for one topic."""
+    """Totals by status for one topic; all zeros for an unknown one, as the original answered."""
     topic_id = topic_id_of(request)
     counts = await topic_counts(request.app[DB], topic_id)
-    if counts is None:
-        raise ApiError(404, "not_found", "no recipients were ever posted for this topic", "topic_id")
     first, last = counts.pop("first_sent_at_ms"), counts.pop("last_sent_at_ms")
     return web.json_response(
         {

@@ -112,7 +112,7 @@ class Writer:
             case ClaimDue():
                 return [(message.reply_to, claim_due(conn, message, self.claims))]
             case RecordOutcomes():
-                return [(message.reply_to, writes.record_outcomes(conn, message))]
+                return [(message.reply_to, writes.record_outcomes(conn, message, now))]
             case HoldTopicRows():
                 held = writes.hold_topic(conn, message, self.claims.seq)
                 # The sender needs it too: it drops work claimed before this point.
@@ -153,19 +153,30 @@ def apply_batch(writer: Writer, log: logging.Logger, batch: list[Message], count
 
 
 def apply_one(writer: Writer, log: logging.Logger, message: Message, now: int) -> list[Reply]:
+    """One request inside its own savepoint: whatever it raises, it is rolled back alone,
+    logged once and answered with an error, and the rest of the batch goes on."""
     conn = writer.conn
     conn.execute("SAVEPOINT one")
     try:
         replies = writer.apply(message, now)
-    except (sqlite3.Error, TypeError) as problem:
+    except Exception as problem:  # no input may take the writer down with it
         conn.execute("ROLLBACK TO one")
         conn.execute("RELEASE one")
-        log.error("%s failed and was rolled back: %s", describe(message), problem)
-        if isinstance(message, StoreMessages):
-            return [(message.reply_to, Refused(message.corr_id, 503, "storage_error", "could not store"))]
-        return []
+        log.error("%s failed and was rolled back: %s: %s", describe(message), type(problem).__name__, problem)
+        refusal = refusal_for(message, problem)
+        return [refusal] if refusal is not None else []
     conn.execute("RELEASE one")
     return replies
+
+
+def refusal_for(message: Message, problem: Exception) -> Reply | None:
+    """The error answer for a failed request: 503 when the database refused it (retry), else 422."""
+    reply_to, corr_id = getattr(message, "reply_to", None), getattr(message, "corr_id", None)
+    if not isinstance(reply_to, str) or not isinstance(corr_id, int):
+        return None
+    if isinstance(problem, sqlite3.Error):
+        return reply_to, Refused(corr_id, 503, "storage_error", "the database could not apply this request; retry")
+    return reply_to, Refused(corr_id, 422, "unprocessable", "this request could not be applied and was not stored")
 
 
 def refuse_stores(work: list[Message], why: str) -> list[Reply]:

@@ -2,8 +2,10 @@
 
 An event is recorded once (SNS delivers at least once), matched to its recipient by
 our request-id tag or by SES's message id, and applied with precedence: a bounce wins
-over a delivery whatever order they arrive in. A permanent bounce or a complaint puts
-the address on the suppression list. Addresses are suppressed case-insensitively.
+over a delivery whatever order they arrive in. A permanent bounce or a complaint of one
+of our recipients puts its address on the suppression list. An event that matches none
+of our recipients is kept for reconciliation and changes nothing (until the outcome of a
+send with its message id links it). Addresses are suppressed case-insensitively.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from pipeline import tracking
 from pipeline.messages import (
@@ -26,65 +29,115 @@ from pipeline.ses_events import is_permanent_bounce
 
 
 def record_events(conn: sqlite3.Connection, request: RecordEvents, now_ms: int) -> EventsRecorded:
+    """Keep the SNS message once, each event once; only events of our own recipients change anything."""
+    conn.execute(
+        "INSERT OR IGNORE INTO sns_messages (sns_message_id, raw, received_at_ms) VALUES (?, ?, ?)",
+        (request.sns_message_id, request.raw, now_ms),
+    )
     recorded = matched = 0
     for event in request.events:
-        recipient_id = match(conn, event)
-        inserted = conn.execute(
+        recipient = match(conn, event)
+        event_id = conn.execute(
             "INSERT OR IGNORE INTO events (sns_message_id, kind, subtype, email, ses_message_id, recipient_id,"
-            " occurred_at_ms, received_at_ms, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " occurred_at_ms, received_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (
                 event.sns_message_id,
                 event.kind,
                 event.subtype,
                 event.email,
                 event.ses_message_id,
-                recipient_id,
+                recipient.id if recipient else None,
                 event.occurred_at_ms,
                 now_ms,
-                event.raw,
             ),
-        ).rowcount
-        if not inserted:
+        ).fetchone()
+        if event_id is None:
             continue  # the same SNS message again
         recorded += 1
-        if recipient_id is not None:
+        if recipient is not None:
             matched += 1
-            apply_event(conn, recipient_id, event, now_ms)
-        reason = "complaint" if event.kind == "complaint" else "bounce" if is_permanent_bounce(event) else None
-        if reason and event.email:
-            suppress(conn, event.email, reason, event.subtype, now_ms)
+            apply_event(conn, recipient, event, now_ms)
     return EventsRecorded(request.corr_id, recorded, matched)
 
 
-def match(conn: sqlite3.Connection, event: SesEvent) -> int | None:
+@dataclass(frozen=True, slots=True)
+class Matched:
+    """The recipient an event is about."""
+
+    id: int
+    email: str
+    topic_id: str
+
+
+def match(conn: sqlite3.Connection, event: SesEvent) -> Matched | None:
     """Our tag first (it works even before the send's outcome is written), then SES's id."""
+    row = None
     if event.request_id is not None:
-        row = conn.execute("SELECT id FROM recipients WHERE id = ?", (event.request_id,)).fetchone()
-        if row is not None:
-            return int(row[0])
-    if event.ses_message_id:
-        row = conn.execute("SELECT id FROM recipients WHERE message_id = ?", (event.ses_message_id,)).fetchone()
-        if row is not None:
-            return int(row[0])
-    return None
+        row = conn.execute("SELECT id, email, topic_id FROM recipients WHERE id = ?", (event.request_id,)).fetchone()
+    if row is None and event.ses_message_id:
+        row = conn.execute(
+            "SELECT id, email, topic_id FROM recipients WHERE message_id = ?", (event.ses_message_id,)
+        ).fetchone()
+    return Matched(*row) if row is not None else None
 
 
-def apply_event(conn: sqlite3.Connection, recipient_id: int, event: SesEvent, now_ms: int) -> None:
+def link_early_events(conn: sqlite3.Connection, sent: dict[str, int], now_ms: int) -> int:
+    """Events that came before their send's outcome (no tag, an unknown message id yet) are
+    linked to the recipient when the outcome with that message id is recorded."""
+    if not sent:
+        return 0
+    rows = conn.execute(
+        "SELECT e.id, e.sns_message_id, e.kind, e.subtype, e.email, e.ses_message_id, e.occurred_at_ms,"
+        " r.id, r.email, r.topic_id FROM events e JOIN recipients r ON r.message_id = e.ses_message_id"
+        " WHERE e.recipient_id IS NULL AND e.ses_message_id != ''"
+        " AND e.ses_message_id IN (SELECT value FROM json_each(?))",
+        (json.dumps(list(sent)),),
+    ).fetchall()
+    for event_id, sns_id, kind, subtype, email, ses_id, occurred, *recipient in rows:
+        conn.execute("UPDATE events SET recipient_id = ? WHERE id = ?", (recipient[0], event_id))
+        event = SesEvent(sns_id, kind, subtype, email, ses_id, None, occurred)
+        apply_event(conn, Matched(*recipient), event, now_ms)
+    return len(rows)
+
+
+def apply_event(conn: sqlite3.Connection, recipient: Matched, event: SesEvent, now_ms: int) -> None:
+    """What an event of one of our recipients changes: its state, its topic's counts, suppression."""
     at = event.occurred_at_ms or now_ms
+    first_of_kind = (
+        conn.execute(
+            "SELECT COUNT(*) FROM events WHERE recipient_id = ? AND kind = ?", (recipient.id, event.kind)
+        ).fetchone()[0]
+        == 1
+    )
+    if first_of_kind:
+        conn.execute(
+            "INSERT INTO topic_counts VALUES (?, ?, 1) ON CONFLICT (topic_id, name) DO UPDATE SET n = n + 1",
+            (recipient.topic_id, f"event:{event.kind}"),
+        )
     if event.kind == "delivery":
         conn.execute(
             "UPDATE recipients SET delivery = 'delivered', delivery_at_ms = ? WHERE id = ? AND delivery IS NULL",
-            (at, recipient_id),
+            (at, recipient.id),
         )
     elif event.kind == "bounce":
         conn.execute(
             "UPDATE recipients SET delivery = 'bounced', delivery_at_ms = ?, bounce_type = ? WHERE id = ?",
-            (at, event.subtype, recipient_id),
+            (at, event.subtype, recipient.id),
         )
     elif event.kind == "complaint":
         conn.execute(
-            "UPDATE recipients SET complained_at_ms = COALESCE(complained_at_ms, ?) WHERE id = ?", (at, recipient_id)
+            "UPDATE recipients SET complained_at_ms = COALESCE(complained_at_ms, ?) WHERE id = ?", (at, recipient.id)
         )
+    elif event.kind == "open":  # SES's own open tracking counts like our pixel, once per recipient
+        conn.execute(
+            "UPDATE recipients SET open_count = open_count + 1, opened_first_at_ms = COALESCE(opened_first_at_ms, ?)"
+            " WHERE id = ?",
+            (at, recipient.id),
+        )
+    reason = "complaint" if event.kind == "complaint" else "bounce" if is_permanent_bounce(event) else None
+    # Only the address we sent to: an event cannot suppress an address it was not about.
+    if reason and event.email.strip().lower() in ("", recipient.email.lower()):
+        suppress(conn, recipient.email, reason, event.subtype, now_ms)
 
 
 def record_opens(conn: sqlite3.Connection, request: RecordOpens, key: bytes) -> OpensRecorded:

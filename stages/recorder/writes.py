@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterable
 
 from pipeline.messages import (
@@ -24,7 +25,7 @@ from pipeline.messages import (
     TopicHeld,
     TopicResumed,
 )
-from stages.recorder.events import suppressed_among
+from stages.recorder.events import link_early_events, suppressed_among
 
 IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
 
@@ -67,6 +68,8 @@ def store_messages(conn: sqlite3.Connection, request: StoreMessages, now_ms: int
     answer["success"] = stored
     answer["suppressed"] = suppressed
     answer["errors"] = answer.get("total", stored) - stored
+    if request.received_ns:
+        answer["duration_ms"] = max(0, (time.monotonic_ns() - request.received_ns) // 1_000_000)
     answer_text = json.dumps(answer, ensure_ascii=False)
     if request.idempotency_key is not None:
         conn.execute(
@@ -99,8 +102,11 @@ def next_due_ms(conn: sqlite3.Connection) -> int | None:
     return value
 
 
-def record_outcomes(conn: sqlite3.Connection, request: RecordOutcomes) -> OutcomesRecorded:
-    """Apply what SES answered. Only rows still `sending` change, so a replay is harmless."""
+def record_outcomes(conn: sqlite3.Connection, request: RecordOutcomes, now_ms: int) -> OutcomesRecorded:
+    """Apply what SES answered. Only rows still `sending` change, so a replay is harmless.
+
+    Events that SES sent before this outcome reached us are linked by message id here.
+    """
     sent, failed, released = _split(request.outcomes)
     conn.executemany(
         "UPDATE recipients SET status = 'sent', message_id = ?, sent_at_ms = ? WHERE id = ? AND status = 'sending'",
@@ -115,6 +121,7 @@ def record_outcomes(conn: sqlite3.Connection, request: RecordOutcomes) -> Outcom
         "UPDATE recipients SET status = 'pending' WHERE id = ? AND status = 'sending'",
         ((o.recipient_id,) for o in released),
     )
+    link_early_events(conn, {o.message_id: o.recipient_id for o in sent if o.message_id}, now_ms)
     return OutcomesRecorded(request.corr_id)
 
 

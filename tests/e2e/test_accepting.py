@@ -88,16 +88,16 @@ def test_bad_bodies_get_400_naming_the_field_and_store_nothing(tree: Tree, body:
     before = rows(tree)
     status, answer, _ = tree.post("/v1/messages", body)
     assert status == 400, answer
-    assert answer["error"]["code"] == code
-    assert answer["error"].get("field") == field
-    assert answer["error"]["message"]
+    assert answer["code"] == code
+    assert answer.get("field") == field
+    assert isinstance(answer["error"], str) and answer["error"]
     assert rows(tree) == before
 
 
 def test_a_body_over_the_limit_gets_413(tree: Tree) -> None:
     before = rows(tree)
     status, answer, _ = tree.post("/v1/messages", with_message(content="x" * 70_000))
-    assert status == 413 and answer["error"]["code"] == "body_too_large"
+    assert status == 413 and answer["code"] == "body_too_large"
     assert rows(tree) == before
 
 
@@ -164,20 +164,20 @@ def test_idempotency_key_replays_the_answer_and_stores_nothing_new(tree: Tree) -
     other = copy.deepcopy(body)
     other["messages"][0]["emails"] = ["k3@example.com"]
     status, answer, _ = tree.post("/v1/messages", other, headers=headers)
-    assert status == 422 and answer["error"]["code"] == "idempotency_key_reused"
+    assert status == 422 and answer["code"] == "idempotency_key_reused"
     assert rows(tree) == after_first
 
 
 def test_unknown_routes_and_methods_answer_in_the_error_shape(tree: Tree) -> None:
     status, answer, _ = tree.get("/v1/nope")
-    assert status == 404 and answer["error"]["code"] == "not_found"
+    assert status == 404 and answer["code"] == "not_found"
     status, answer, headers = http("PUT", tree.base + "/v1/messages", {})
-    assert status == 405 and answer["error"]["code"] == "method_not_allowed"
+    assert status == 405 and answer["code"] == "method_not_allowed"
     assert "POST" in headers.get("Allow", "")
     status, answer, headers = http("PUT", tree.base + "/v1/topics/t1", {})
-    assert status == 405 and answer["error"]["code"] == "method_not_allowed"
+    assert status == 405 and answer["code"] == "method_not_allowed"
     assert {"GET", "DELETE"} <= set(headers.get("Allow", "").split(","))
     # Only the files the docs page loads are served from the package's folder.
     for path in ("/", "/v1", "/docs/static/LICENSE", "/docs/static/..%2F..%2Fsetup.py", "/docs/static/"):
         status, answer, _ = tree.get(path)
-        assert status == 404 and answer["error"]["code"] == "not_found", path
+        assert status == 404 and answer["code"] == "not_found", path

@@ -69,7 +69,8 @@ def test_both_formats_are_recorded_and_matched_by_tag_and_by_message_id(tree: Tr
     assert post_sns(tree, fake_sns.notification(complained, subject="Amazon SES Email Event Notification"))[0] == 200
     topic = tree.get("/v1/topics/t1")[1]
     assert (topic["delivered"], topic["bounced"], topic["complained"]) == (1, 1, 1)
-    assert topic["result_counts"] == {"delivered": 1, "bounced": 1, "complained": 1, "opened": 0}
+    # The original server's result_counts: SES's event names, each recipient counted once.
+    assert topic["result_counts"] == {"Delivery": 1, "Bounce": 1, "Complaint": 1, "Open": 0}
     with tree.db() as conn:
         kinds = dict(conn.execute("SELECT kind, subtype FROM events WHERE recipient_id IS NOT NULL").fetchall())
     assert kinds == {"delivery": "", "bounce": "Permanent/General", "complaint": "abuse"}
@@ -135,14 +136,17 @@ def forgeries(fake_sns: FakeSns) -> dict[str, dict[str, Any]]:
         ),
         "unknown topic": fake_sns.notification(event, topic_arn="arn:aws:sns:us-east-1:123456789012:other"),
         "no signature": {k: v for k, v in fake_sns.notification(event).items() if k != "Signature"},
+        "no certificate": {k: v for k, v in fake_sns.notification(event).items() if k != "SigningCertURL"},
     }
 
 
-@pytest.mark.parametrize("forgery", ["tampered", "wrong key", "certificate elsewhere", "unknown topic"])
+@pytest.mark.parametrize(
+    "forgery", ["tampered", "wrong key", "certificate elsewhere", "unknown topic", "no signature", "no certificate"]
+)
 def test_forged_messages_get_403_and_record_nothing(tree: Tree, fake_sns: FakeSns, forgery: str) -> None:
     fake_sns.requests.clear()
     status, answer = post_sns(tree, forgeries(fake_sns)[forgery])
-    assert status == 403 and answer["error"]["code"] == "forbidden"
+    assert status == 403 and answer["code"] == "forbidden"
     assert event_rows(tree) == 0
     assert not any("localhost" in r for r in fake_sns.requests)
 
@@ -151,7 +155,6 @@ def test_malformed_bodies_get_400_or_413(tree: Tree, fake_sns: FakeSns) -> None:
     envelope = fake_sns.notification(ses_event("Delivery", "m", "a@example.com"))
     assert post_sns(tree, envelope, kind=None)[0] == 400  # no message-type header
     assert post_sns(tree, b"{not json", kind="Notification")[0] == 400
-    assert post_sns(tree, forgeries(fake_sns)["no signature"])[0] == 400
     assert post_sns(tree, b"x" * (256 * 1024 + 1), kind="Notification")[0] == 413
     assert event_rows(tree) == 0
 

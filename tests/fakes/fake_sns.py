@@ -65,7 +65,7 @@ class FakeSns:
 
     @property
     def cert_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/SimpleNotificationService-test.pem"
+        return f"http://127.0.0.1:{self.port}/SimpleNotificationService-0123456789abcdef.pem"
 
     def start(self) -> FakeSns:
         started = threading.Event()

@@ -34,7 +34,7 @@ SAMPLES: list[Message] = [
     messages.ResumeTopic(1, "ingest", "t"),
     messages.TopicResumed(1, "t", 3, True, None),
     messages.RecordEvents(
-        1, "ingest", (messages.SesEvent("sns-1", "bounce", "Permanent/General", "a@x.io", "m", 4, 5, "{}"),)
+        1, "ingest", "sns-1", "{}", (messages.SesEvent("sns-1", "bounce", "Permanent/General", "a@x.io", "m", 4, 5),)
     ),
     messages.EventsRecorded(1, 1, 1),
     messages.RecordOpens(1, "ingest", (("request_id=4&sig=ab", 5), ("x", 7))),

@@ -72,9 +72,9 @@ def test_outcomes_apply_once_and_only_to_claimed_rows(conn: sqlite3.Connection) 
     writes.store_messages(conn, store(1, ("a@x.io", "b@x.io", "c@x.io")), now_ms=0)
     ids = [r.recipient_id for r in claim_due(conn, ClaimDue(1, "s", 10, 1), ClaimState()).recipients]
     outcomes = (Sent(ids[0], "m-1", 10), SendFailed(ids[1], "MessageRejected", "no", 11), Released(ids[2]))
-    assert writes.record_outcomes(conn, RecordOutcomes(7, "sender", outcomes)) == OutcomesRecorded(7)
+    assert writes.record_outcomes(conn, RecordOutcomes(7, "sender", outcomes), 0) == OutcomesRecorded(7)
     # A resend of the same batch changes nothing (the sender resends unacknowledged batches).
-    writes.record_outcomes(conn, RecordOutcomes(8, "sender", (SendFailed(ids[0], "X", "late", 12),)))
+    writes.record_outcomes(conn, RecordOutcomes(8, "sender", (SendFailed(ids[0], "X", "late", 12),)), 0)
     rows = dict(conn.execute("SELECT id, status FROM recipients").fetchall())
     assert rows == {ids[0]: "sent", ids[1]: "failed", ids[2]: "pending"}
     assert conn.execute("SELECT error_code FROM recipients WHERE id = ?", (ids[1],)).fetchone()[0] == "MessageRejected"
@@ -223,7 +223,7 @@ def test_hold_moves_unsent_rows_except_those_kept(conn: sqlite3.Connection) -> N
 
     writes.store_messages(conn, store(1, tuple(f"u{i}@x.io" for i in range(6))), now_ms=0)
     ids = [r.recipient_id for r in claim_due(conn, ClaimDue(1, "s", 3, 1), ClaimState()).recipients]
-    writes.record_outcomes(conn, RecordOutcomes(1, "sender", (Sent(ids[0], "m", 2),)))
+    writes.record_outcomes(conn, RecordOutcomes(1, "sender", (Sent(ids[0], "m", 2),)), 0)
     # ids[1] is in an SES call (kept); ids[2] is claimed but not yet at SES; three are pending.
     held = writes.hold_topic(conn, HoldTopicRows(5, "ingest", "t", "cancelled", (ids[1],)), claim_seq=9)
     assert (held.count, held.found, held.claim_seq) == (4, True, 9)
@@ -253,17 +253,17 @@ def test_topic_counters_match_a_full_recount_after_every_kind_of_change(conn: sq
     writes.store_messages(conn, store(1, tuple(f"u{i}@x.io" for i in range(12))), now_ms=0)
     ids = [r.recipient_id for r in claim_due(conn, ClaimDue(1, "s", 8, 1), ClaimState()).recipients]
     outcomes = (*(Sent(i, f"m{i}", 100 + i) for i in ids[:5]), SendFailed(ids[5], "X", "y", 9), Released(ids[6]))
-    writes.record_outcomes(conn, RecordOutcomes(1, "sender", outcomes))
+    writes.record_outcomes(conn, RecordOutcomes(1, "sender", outcomes), 0)
     writes.hold_topic(conn, HoldTopicRows(2, "ingest", "t", "paused", ()), 0)
     writes.resume_topic(conn, 3, "t")
     writes.hold_topic(conn, HoldTopicRows(4, "ingest", "t", "cancelled", (ids[7],)), 0)
     seen = (
-        SesEvent("s1", "delivery", "", "u@x.io", "", ids[0], 1, "{}"),
-        SesEvent("s2", "delivery", "", "u@x.io", "", ids[1], 1, "{}"),
-        SesEvent("s3", "bounce", "Permanent/General", "u@x.io", "", ids[1], 2, "{}"),
-        SesEvent("s4", "complaint", "abuse", "u@x.io", "", ids[0], 3, "{}"),
+        SesEvent("s1", "delivery", "", "u@x.io", "", ids[0], 1),
+        SesEvent("s2", "delivery", "", "u@x.io", "", ids[1], 1),
+        SesEvent("s3", "bounce", "Permanent/General", "u@x.io", "", ids[1], 2),
+        SesEvent("s4", "complaint", "abuse", "u@x.io", "", ids[0], 3),
     )
-    events.record_events(conn, RecordEvents(5, "ingest", seen), 10)
+    events.record_events(conn, RecordEvents(5, "ingest", "s", "{}", seen), 10)
     key = tracking_key(conn)
     signed = [tracking.pixel_query(key, i) for i in (ids[0], ids[0], ids[2])]
     forged = tracking.pixel_query(key, ids[3]).replace(f"request_id={ids[3]}", f"request_id={ids[4]}")

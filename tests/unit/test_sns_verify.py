@@ -14,10 +14,12 @@ from cryptography import x509
 
 from config.settings import SnsSettings
 from stages.ingest.errors import ApiError
-from stages.ingest.sns import SigningKeys, check_sns_url, check_subscribe_url, parse_envelope, verify
+from stages.ingest.sns import SigningKeys, check_cert_url, check_subscribe_url, parse_envelope, verify
 
 FIXTURES = json.loads((Path(__file__).parent.parent / "fixtures" / "aws_sns_signed.json").read_text())
-POLICY = SnsSettings()
+# The fixtures come from several topics; the allow-list has its own tests below.
+POLICY = SnsSettings(allow_any_topic=True)
+TOPIC = "arn:aws:sns:us-east-1:123456789012:ses"
 
 
 def keys_with_aws_cert() -> SigningKeys:
@@ -77,24 +79,56 @@ def test_topic_allow_list() -> None:
     assert refused.value.status == 403
 
 
+def test_without_an_allow_list_a_genuinely_signed_notification_is_refused() -> None:
+    """Any AWS account can sign with a topic of its own: by default no topic is trusted."""
+    with pytest.raises(ApiError) as refused:
+        check(FIXTURES["messages"][1], SnsSettings())
+    assert refused.value.status == 403 and "SNS_TOPIC_ARNS" in refused.value.message
+
+
 @pytest.mark.parametrize(
     "url",
     [
-        "http://sns.us-east-1.amazonaws.com/SimpleNotificationService-1.pem",  # not https
-        "https://sns.us-east-1.amazonaws.com.evil.example/SimpleNotificationService-1.pem",
-        "https://evil.example/sns.us-east-1.amazonaws.com/x.pem",
-        "https://user@sns.us-east-1.amazonaws.com/x.pem",
-        "https://sns.us-east-1.amazonaws.com:8443/x.pem",
-        "https://s3.amazonaws.com/bucket/x.pem",
+        "http://sns.us-east-1.amazonaws.com/SimpleNotificationService-1a.pem",  # not https
+        "https://sns.us-east-1.amazonaws.com.evil.example/SimpleNotificationService-1a.pem",
+        "https://evil.example/sns.us-east-1.amazonaws.com/SimpleNotificationService-1a.pem",
+        "https://user@sns.us-east-1.amazonaws.com/SimpleNotificationService-1a.pem",
+        "https://sns.us-east-1.amazonaws.com:8443/SimpleNotificationService-1a.pem",
+        "https://s3.amazonaws.com/bucket/SimpleNotificationService-1a.pem",
+        # An S3 bucket named "sns" matched the old host pattern.
+        "https://sns.s3.amazonaws.com/SimpleNotificationService-1a.pem",
+        # Another region than the topic's.
+        "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-1a.pem",
+        # The path must be SNS's own certificate name.
+        "https://sns.us-east-1.amazonaws.com/bucket/key.pem",
+        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-not-hex.pem",
+        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-1a.pem.txt",
     ],
 )
-def test_certificate_urls_off_sns_hosts_are_refused(url: str) -> None:
-    with pytest.raises(ApiError):
-        check_sns_url(url, POLICY, "signing certificate URL")
+def test_certificate_urls_off_the_topics_sns_host_are_refused(url: str) -> None:
+    with pytest.raises(ApiError) as refused:
+        check_cert_url(url, POLICY, TOPIC)
+    assert refused.value.status == 403
+
+
+def test_the_genuine_certificate_url_form_is_accepted() -> None:
+    check_cert_url("https://sns.us-east-1.amazonaws.com/SimpleNotificationService-7ff5318490ec.pem", POLICY, TOPIC)
 
 
 def test_china_region_hosts_are_sns_hosts() -> None:
-    check_sns_url("https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-1.pem", POLICY, "url")
+    topic = "arn:aws-cn:sns:cn-north-1:123456789012:ses"
+    check_cert_url("https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-1a.pem", POLICY, topic)
+
+
+def test_a_host_pattern_replaces_the_host_rule_but_not_the_path_rule() -> None:
+    policy = SnsSettings(allow_any_topic=True, cert_host_pattern=r"sns\.example\.test")
+    check_cert_url("https://sns.example.test/SimpleNotificationService-1a.pem", policy, TOPIC)
+    for url in (
+        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-1a.pem",
+        "https://sns.example.test/other.pem",
+    ):
+        with pytest.raises(ApiError):
+            check_cert_url(url, policy, TOPIC)
 
 
 def test_subscribe_url_must_confirm_this_topic_on_an_sns_host() -> None:
@@ -118,6 +152,7 @@ def test_envelopes_are_parsed_strictly() -> None:
         (body, "SubscriptionConfirmation"),
         (b"not json", "Notification"),
         (b"[]", "Notification"),
+        (json.dumps({**FIXTURES["messages"][0], "Message": "\ud800"}).encode(), "Notification"),
     ):
         with pytest.raises(ApiError) as refused:
             parse_envelope(raw, header)
@@ -125,3 +160,12 @@ def test_envelopes_are_parsed_strictly() -> None:
     lambda_style = dict(FIXTURES["messages"][0])
     lambda_style["SigningCertUrl"] = lambda_style.pop("SigningCertURL")
     assert "SigningCertURL" in parse_envelope(json.dumps(lambda_style).encode(), "Notification")
+
+
+@pytest.mark.parametrize("missing", ["Signature", "SigningCertURL"])
+def test_a_message_without_its_proof_is_forbidden(missing: str) -> None:
+    envelope = dict(FIXTURES["messages"][0])
+    del envelope[missing]
+    with pytest.raises(ApiError) as refused:
+        parse_envelope(json.dumps(envelope).encode(), "Notification")
+    assert refused.value.status == 403

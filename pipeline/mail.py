@@ -19,6 +19,14 @@ TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 TAG_MAX_CHARS = 256
 
 
+class MailNotBuildable(ValueError):
+    """This recipient's mail cannot be built (a header the email package refuses, say).
+
+    It will fail the same way every time, so it fails the recipient once, with the reason;
+    it must never be mistaken for an outage that pauses all sending.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class PreparedContent:
     """A message's content split where the pixel goes."""
@@ -68,6 +76,13 @@ def build(content: PreparedContent, recipient_id: int, to: str, topic_id: str, p
 
 def to_mime(mail: OutgoingMail, sender: str) -> EmailMessage:
     """A standard multipart/alternative message (the outbox backend's .eml files)."""
+    try:
+        return _to_mime(mail, sender)
+    except (ValueError, TypeError, UnicodeError) as problem:
+        raise MailNotBuildable(f"the message cannot be built: {problem}") from None
+
+
+def _to_mime(mail: OutgoingMail, sender: str) -> EmailMessage:
     message = EmailMessage()
     message["From"] = sender
     message["To"] = mail.to

@@ -129,7 +129,7 @@ class OutboxBackend:
         self.folder.mkdir(parents=True, exist_ok=True)
 
     async def send(self, mail: OutgoingMail) -> str:
-        data = to_mime(mail, self.sender).as_bytes()
+        data = to_mime(mail, self.sender).as_bytes()  # MailNotBuildable fails this recipient alone
         await self.admission()
         await asyncio.to_thread(_write_atomically, self.folder / f"{mail.recipient_id}.eml", data)
         return f"outbox-{uuid.uuid4()}"

@@ -13,6 +13,8 @@ from typing import Final
 
 from botocore.exceptions import ClientError, ParamValidationError
 
+from pipeline.mail import MailNotBuildable
+
 
 class Verdict(Enum):
     THROTTLED = "throttled"  # retry this one later; slow the whole sender down
@@ -46,11 +48,14 @@ def classify(error: BaseException) -> Classified:
     """Sort one failed send into a Verdict.
 
     Anything that is not SES's own answer (connection refused, reset, timeouts, and any
-    error we do not know) is transient: retried, never recorded as a failure. The one
-    local exception is a request botocore refuses to build, which no retry can fix.
+    error we do not know) is transient: retried, never recorded as a failure. The local
+    exceptions are a mail that cannot be built and a request botocore refuses to build:
+    no retry can fix either, so they fail that recipient alone.
     """
     if isinstance(error, ClientError):
         return _classify_client_error(error)
+    if isinstance(error, MailNotBuildable):
+        return Classified(Verdict.PERMANENT, "InvalidMessage", _short(str(error)))
     verdict = Verdict.PERMANENT if isinstance(error, ParamValidationError) else Verdict.TRANSIENT
     return Classified(verdict, type(error).__name__, _short(str(error)))
 

@@ -141,17 +141,22 @@ def _subtype(kind: str, detail: dict[str, Any]) -> str:
 
 
 def _request_id(mail: dict[str, Any]) -> int | None:
-    """Our tag, as event publishing carries it: mail.tags.request_id[0]."""
+    """Our tag, as event publishing carries it: mail.tags.request_id[0], a rowid.
+
+    A number outside 1..2**63-1 is no rowid of ours: the event is refused, not half-read.
+    A tag that is not a number at all belongs to someone else and is ignored.
+    """
     tags = mail.get("tags")
     if not isinstance(tags, dict):
         return None
     values = tags.get("request_id")
     if not isinstance(values, list) or not values or not isinstance(values[0], str):
         return None
-    if ROW_ID_DIGITS.fullmatch(values[0]) is None:
-        return None  # not a tag of ours; the message id may still find the recipient
-    value = int(values[0])
-    return value if 1 <= value <= MAX_ROW_ID else None
+    if not values[0].isascii() or not values[0].isdigit():
+        return None
+    if ROW_ID_DIGITS.fullmatch(values[0]) is None or not 1 <= int(values[0]) <= MAX_ROW_ID:
+        raise InvalidEvent(f"the request_id tag is not between 1 and {MAX_ROW_ID}")
+    return int(values[0])
 
 
 def _millis(timestamp: Any) -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.fake_ses import FakeSes
+from tests.fakes.fake_sns import FakeSns
 from tests.helpers import Tree
 
 
@@ -30,5 +31,13 @@ def make_tree(tmp_path: Path) -> Iterator[Callable[..., Tree]]:
 def fake_ses() -> Iterator[FakeSes]:
     """Our fake SES v2 on 127.0.0.1: latency, throttling, rejections and outages on demand."""
     fake = FakeSes().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def fake_sns() -> Iterator[FakeSns]:
+    """SNS's side of the webhook: a signing key and certificate served on 127.0.0.1."""
+    fake = FakeSns().start()
     yield fake
     fake.stop()

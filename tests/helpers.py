@@ -67,6 +67,18 @@ def http(
         return status, raw, got_headers
 
 
+def post_sns(tree: Tree, envelope: dict[str, Any] | bytes, kind: str | None = "auto") -> tuple[int, Any]:
+    """POST to the SNS webhook as SNS does (text/plain, the message type header)."""
+    body = envelope if isinstance(envelope, bytes) else json.dumps(envelope).encode()
+    headers = {"Content-Type": "text/plain; charset=UTF-8"}
+    if kind == "auto" and isinstance(envelope, dict):
+        headers["x-amz-sns-message-type"] = envelope["Type"]
+    elif kind not in (None, "auto"):
+        headers["x-amz-sns-message-type"] = kind
+    status, answer, _ = http("POST", tree.base + "/v1/events/results", body, headers=headers)
+    return status, answer
+
+
 class Tree:
     """`python supervisor.py` in a temp dir with its own settings."""
 

@@ -225,6 +225,10 @@ class Readiness(Struct):
     status: str
     stages: dict[str, str]
     database: str
+    # The original server's readiness field: "connected" or "disconnected".
+    db: str
+    # Whether SES events are taken, and from which SNS topics.
+    ses_events: str
     problems: list[str] | UnsetType = UNSET
 
 

@@ -167,9 +167,15 @@ class SigningKeys:
     once, so an outage at the certificate host costs one request, not one per event.
     """
 
-    def __init__(self, session: aiohttp.ClientSession, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        clock: Callable[[], float] = time.monotonic,
+        timeout_s: float = FETCH_TIMEOUT_S,
+    ) -> None:
         self.session = session
         self.clock = clock
+        self.timeout_s = timeout_s
         self.keys: OrderedDict[str, rsa.RSAPublicKey] = OrderedDict()
         self.fetching: dict[str, asyncio.Future[rsa.RSAPublicKey]] = {}
         self.failed: dict[str, tuple[float, ApiError]] = {}
@@ -209,7 +215,7 @@ class SigningKeys:
         """The certificate's RSA key: 503 when it could not be had, 403 when it is not one."""
         try:
             async with self.session.get(
-                url, allow_redirects=False, timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S)
+                url, allow_redirects=False, timeout=aiohttp.ClientTimeout(total=self.timeout_s)
             ) as response:
                 if response.status != 200:
                     raise cert_unavailable()

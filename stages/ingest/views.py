@@ -61,6 +61,7 @@ async def ready(request: web.Request) -> web.Response:
         "status": "ready" if not problems else "not ready",
         "stages": {**stages, "ingest": "running"},
         "database": database,
+        "db": "connected" if database == "ok" else "disconnected",  # the original server's field
         "ses_events": ses_events_state(ctx.settings.sns),
     }
     if problems:

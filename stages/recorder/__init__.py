@@ -39,6 +39,7 @@ from stages.recorder.claims import ClaimState, claim_due
 
 MAX_BATCH = 256
 REPLY_TIMEOUT_S = 2.0
+PURGE_EVERY_MS = 3_600_000
 # Leave the supervisor's kill deadline some room for our own exit.
 DRAIN_MARGIN_S = 0.5
 PRODUCERS = frozenset(name for name, targets in WRITES_TO.items() if "recorder" in targets)
@@ -54,7 +55,6 @@ async def run(ctx: StageContext) -> None:
         raise BootError(f"cannot open {ctx.settings.database_path}: {problem}") from problem
     try:
         requeued = writes.requeue_claimed(conn)
-        writes.forget_old_idempotency_keys(conn, now_ms())
         if requeued:
             ctx.log.warning("requeued %d recipient(s) claimed before the last stop", requeued)
         ctx.ready()
@@ -103,6 +103,12 @@ class Writer:
         self.conn = conn
         self.claims = ClaimState()
         self.tracking_key = tracking_key(conn)  # made by the migration; it never changes
+        self.next_purge_ms = 0  # expired Idempotency-Keys go at start, then every PURGE_EVERY_MS
+
+    def purge_if_due(self, now: int) -> None:
+        if now >= self.next_purge_ms:
+            writes.forget_old_idempotency_keys(self.conn, now)
+            self.next_purge_ms = now + PURGE_EVERY_MS
 
     def apply(self, message: Message, now: int) -> list[Reply]:
         conn = self.conn
@@ -140,6 +146,7 @@ def apply_batch(writer: Writer, log: logging.Logger, batch: list[Message], count
     replies: list[Reply] = []
     try:
         conn.execute("BEGIN IMMEDIATE")
+        writer.purge_if_due(now)
         for message in work:
             replies.extend(apply_one(writer, log, message, now))
             counts[describe(message)] += 1

@@ -25,7 +25,7 @@ from pipeline.channels import ChannelFull
 from pipeline.clock import now_ms
 from pipeline.gate import SendGate
 from pipeline.limiter import RateLimiter
-from pipeline.mail import build
+from pipeline.mail import MailNotBuildable, build
 from pipeline.messages import (
     Deliver,
     Demand,
@@ -303,9 +303,16 @@ class Sender:
     async def call_ses(self, recipient: Recipient) -> None:
         try:
             content = self.contents.get(recipient.content_id)
-            mail = build(
-                content, recipient.recipient_id, recipient.email, recipient.topic_id, self.pixel(recipient.recipient_id)
-            )
+            try:
+                mail = build(
+                    content,
+                    recipient.recipient_id,
+                    recipient.email,
+                    recipient.topic_id,
+                    self.pixel(recipient.recipient_id),
+                )
+            except (ValueError, TypeError) as problem:
+                raise MailNotBuildable(f"the message cannot be built: {problem}") from None
             message_id = await self.backend.send(mail)
         except SendWithdrawn:
             raise

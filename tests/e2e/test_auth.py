@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ from typing import Any
 import jwt
 import pytest
 
-from tests.helpers import ROOT, SUPERVISOR, Tree, http
+from tests.helpers import ROOT, SUPERVISOR, Tree, campaign, http
 
 SECRET = "test-secret-" + "x" * 60  # 64+ bytes, so even the HS512 forgery is a clean key
 API_KEY = "test-api-key-" + "y" * 40
@@ -166,3 +167,64 @@ def test_every_api_route_but_the_pixel_and_the_webhook_wants_a_token(tree: Tree)
             assert (status != 401) if path in public else (status == 401), (route.method, path, status)
             checked += 1
     assert checked == 13
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Authorization": "Bearer \xff"},
+        {"Authorization": "Bearer \xe9t\xe9.\xff.x"},
+        {"Authorization": "Bearer " + "a" * 5000},
+        {"X-API-KEY": "\xff" * 40},
+        {"X-API-KEY": "   "},
+        {"X-API-KEY": API_KEY + "\xe9"},
+    ],
+    ids=["bearer-0xff", "bearer-latin1", "bearer-long", "key-0xff", "key-blank", "key-latin1"],
+)
+def test_a_malformed_credential_is_a_401_never_an_error(tree: Tree, headers: dict[str, str]) -> None:
+    status, body, _ = get_topics(tree, headers)
+    assert status == 401 and body["code"] == "unauthorized"
+    assert "Traceback" not in tree.log() and "unexpected error" not in tree.log()
+
+
+def test_a_token_without_an_expiry_is_refused(tree: Tree) -> None:
+    status, body, _ = get_topics(tree, {"Authorization": f"Bearer {token(exp=None)}"})
+    assert status == 401 and "exp" in body["error"]
+
+
+def test_an_idempotency_key_belongs_to_its_caller(tree: Tree) -> None:
+    """The same key from two callers is two requests: one caller never gets another's answer."""
+    body = campaign(["scoped@example.com"], topic_id="scoped")
+    for caller in (
+        {"Authorization": f"Bearer {token(sub='alice')}"},
+        {"Authorization": f"Bearer {token(sub='bob')}"},
+        {"X-API-KEY": API_KEY},
+    ):
+        status, answer, _ = http("POST", tree.base + "/v1/messages", body, headers={**caller, "Idempotency-Key": "k1"})
+        assert status == 200 and answer["success"] == 1, caller
+    status, topic, _ = http("GET", tree.base + "/v1/topics/scoped", headers={"X-API-KEY": API_KEY})
+    assert topic["total"] == 3
+
+
+def test_an_api_key_alone_protects_the_server(tmp_path: Path) -> None:
+    """The original server's operators set only API_KEY; AUTH_DISABLED cannot open it then."""
+    keyed = Tree(tmp_path, {"AUTH_DISABLED": "true", "API_KEY": API_KEY}).start()
+    try:
+        assert get_topics(keyed, {})[0] == 401
+        assert get_topics(keyed, {"X-API-KEY": "wrong" * 8})[0] == 401
+        assert get_topics(keyed, {"Authorization": f"Bearer {token()}"})[0] == 401
+        assert get_topics(keyed, {"X-API-KEY": API_KEY})[0] == 200
+        assert "AUTH_DISABLED=true: the API accepts" not in keyed.log()
+    finally:
+        keyed.stop()
+
+
+def test_with_auth_off_it_listens_on_loopback_only_unless_told(tmp_path: Path) -> None:
+    open_tree = Tree(tmp_path, {"AUTH_DISABLED": "true"})
+    del open_tree.env["SERVER_HOST"]
+    open_tree.start()
+    try:
+        assert re.search(r"listening on http://127\.0\.0\.1:\d+", open_tree.log())
+        assert "listening on 127.0.0.1 only: authentication is off" in open_tree.log()
+    finally:
+        open_tree.stop()

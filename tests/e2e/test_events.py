@@ -2,38 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import re
 import struct
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from tests.fakes.fake_ses import FakeSes
 from tests.fakes.fake_sns import TOPIC_ARN, FakeSns, ses_event, sns_env
-from tests.helpers import Tree, campaign, http, ses_env, wait_until
+from tests.helpers import Tree, campaign, http, post_sns, ses_env, wait_until
 
 PIXEL_URL = re.compile(r'src="(http://[^"]+/v1/events/open\?[^"]+)"')
-
-
-@pytest.fixture
-def fake_sns() -> Iterator[FakeSns]:
-    fake = FakeSns().start()
-    yield fake
-    fake.stop()
-
-
-def post_sns(tree: Tree, envelope: dict[str, Any] | bytes, kind: str | None = "auto") -> tuple[int, Any]:
-    body = envelope if isinstance(envelope, bytes) else json.dumps(envelope).encode()
-    headers = {"Content-Type": "text/plain; charset=UTF-8"}
-    if kind == "auto" and isinstance(envelope, dict):
-        headers["x-amz-sns-message-type"] = envelope["Type"]
-    elif kind not in (None, "auto"):
-        headers["x-amz-sns-message-type"] = kind
-    status, answer, _ = http("POST", tree.base + "/v1/events/results", body, headers=headers)
-    return status, answer
 
 
 def sent_recipients(tree: Tree, count: int, topic: str = "t1") -> list[tuple[int, str, str]]:

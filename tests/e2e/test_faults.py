@@ -198,13 +198,6 @@ def test_an_unwritable_database_answers_503_and_recovers(make_tree: Callable[...
     wait_until(lambda: tree.statuses() == {"sent": 1}, 10, "the recovery")
 
 
-@pytest.fixture
-def fake_sns() -> Iterator[FakeSns]:
-    fake = FakeSns().start()
-    yield fake
-    fake.stop()
-
-
 def test_sigterm_mid_run_abandons_no_call_and_a_restart_sends_nothing_twice(
     make_tree: Callable[..., Tree], fake_ses: FakeSes
 ) -> None:

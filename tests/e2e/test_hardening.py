@@ -125,7 +125,11 @@ def test_json_routes_want_json_and_say_so_with_415(tree: Tree) -> None:
     # application/*+json is JSON
     assert tree.post("/v1/messages", body, headers={"Content-Type": "application/vnd.api+json"})[0] == 200
     # Routes that take no body need no Content-Type
-    for method, path in (("POST", "/v1/topics/t1/pause"), ("POST", "/v1/topics/t1/resume"), ("DELETE", "/v1/topics/t1")):
+    for method, path in (
+        ("POST", "/v1/topics/t1/pause"),
+        ("POST", "/v1/topics/t1/resume"),
+        ("DELETE", "/v1/topics/t1"),
+    ):
         connection = HTTPConnection("127.0.0.1", tree.port, timeout=10)
         connection.request(method, path)
         assert connection.getresponse().status == 200, path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import re
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -214,3 +215,31 @@ def test_a_used_up_daily_quota_holds_the_backlog_instead_of_failing_it(
     # When the quota frees up, the held recipients go out
     fake_ses.max_24_hour_send = 1000
     wait_until(lambda: tree.statuses() == {"sent": 12}, 15, "the held recipients to be sent")
+
+
+def test_a_mail_that_cannot_be_built_fails_alone_and_the_rest_is_sent(
+    make_tree: Callable[..., Tree], tmp_path: Path
+) -> None:
+    """An error that repeats for the same recipient fails it once, with the reason; it never
+    pauses the queue (as a subject with a line separator, stored before the API refused it)."""
+    tree = make_tree()
+    assert tree.post("/v1/messages", campaign(["first@example.com"]))[0] == 200
+    wait_until(lambda: tree.statuses() == {"sent": 1}, 10, "the first send")
+    tree.stop()
+    with sqlite3.connect(tmp_path / "test.db") as conn:
+        bad = conn.execute("INSERT INTO contents (subject, html, created_at_ms) VALUES ('Hi\vthere', '<p>x</p>', 0)")
+        good = conn.execute("INSERT INTO contents (subject, html, created_at_ms) VALUES ('Fine', '<p>y</p>', 0)")
+        rows = [(bad.lastrowid, "broken@example.com"), *((good.lastrowid, f"ok{i}@example.com") for i in range(5))]
+        conn.executemany(
+            "INSERT INTO recipients (content_id, topic_id, email, status, due_at_ms, created_at_ms)"
+            " VALUES (?, 'legacy', ?, 'pending', 0, 0)",
+            rows,
+        )
+    tree.start()
+    wait_until(lambda: tree.statuses() == {"sent": 6, "failed": 1}, 15, "the good ones sent, the bad one failed")
+    with tree.db() as conn:
+        code, reason = conn.execute(
+            "SELECT error_code, error_message FROM recipients WHERE status = 'failed'"
+        ).fetchone()
+    assert code == "InvalidMessage" and "cannot be built" in reason
+    assert "pausing all sending" not in tree.log()

@@ -57,3 +57,12 @@ def test_scheduled_at_forms(value: str, expected: str) -> None:
 def test_unknown_fields_are_ignored() -> None:
     campaign = parse_campaign(body(priority="high"), Settings(), NOW)
     assert campaign.stored_count == 1
+
+
+@pytest.mark.parametrize("separator", ["\n", "\r", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"])
+def test_every_line_separator_in_a_subject_is_refused(separator: str) -> None:
+    """The email package refuses them all in a header; once stored, such a mail could never go."""
+    for subject in (f"Hi{separator}there", f"Hi{separator}"):
+        with pytest.raises(ApiError) as refused:
+            parse_campaign(body(subject=subject), Settings(), NOW)
+        assert refused.value.status == 400 and refused.value.field == "messages[0].subject"

@@ -1,6 +1,12 @@
 # The README's two commands. Both create .venv and install what they need.
+# Any supported interpreter (3.11, 3.12, 3.13): `make test PYTHON=python3.13`. Each one gets a
+# virtualenv of its own, so switching back and forth reinstalls nothing.
 PYTHON ?= python3
+ifeq ($(PYTHON),python3)
 VENV ?= .venv
+else
+VENV ?= .venv-$(notdir $(PYTHON))
+endif
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 

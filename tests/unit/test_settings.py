@@ -134,3 +134,30 @@ def test_short_secrets_are_refused() -> None:
         load_strict({"JWT_SECRET": "short", "API_KEY": "also-short"})
     assert "JWT_SECRET: must be at least 32 characters" in str(refused.value)
     assert "API_KEY: must be at least 32 characters" in str(refused.value)
+
+
+def test_the_pixel_url_follows_the_port_when_server_url_is_unset() -> None:
+    assert load({"SERVER_PORT": "8080"}).server_url == "http://localhost:8080"
+    assert load({"PORT": "5000"}).server_url == "http://localhost:5000"
+    assert (
+        load({"SERVER_PORT": "8080", "SERVER_URL": "https://mail.example.com"}).server_url == "https://mail.example.com"
+    )
+
+
+def test_an_open_server_binds_loopback_unless_told() -> None:
+    assert load_strict({"AUTH_DISABLED": "true"}).server_host == "127.0.0.1"
+    assert load_strict({"AUTH_DISABLED": "true", "SERVER_HOST": "0.0.0.0"}).server_host == "0.0.0.0"
+    assert load_strict({"JWT_SECRET": "x" * 32}).server_host == "0.0.0.0"
+
+
+def test_an_api_key_alone_turns_authentication_on() -> None:
+    settings = load_strict({"API_KEY": "k" * 32})
+    assert not settings.auth.disabled and settings.auth.jwt_secret is None
+    assert not load_strict({"AUTH_DISABLED": "true", "API_KEY": "k" * 32}).auth.disabled
+
+
+def test_trust_defaults() -> None:
+    settings = load({})
+    assert settings.auth.require_exp and not settings.sns.allow_any_topic and settings.sns.topic_arns == ()
+    assert not load({"JWT_REQUIRE_EXP": "false"}).auth.require_exp
+    assert load({"SNS_ALLOW_ANY_TOPIC": "true"}).sns.allow_any_topic

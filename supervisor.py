@@ -2,6 +2,8 @@
 
     python supervisor.py            run the server (the Procfile's `web:` line)
     python supervisor.py migrate    apply database migrations and exit (`release:`)
+    python supervisor.py import-original PATH [--resend-processed]
+                                    bring the original server's database in (server stopped)
 
 It owns the listening socket (clients wait in the backlog while ingest restarts), the
 queues (fresh ones after any death that may have poisoned one) and the exit code.
@@ -298,11 +300,21 @@ def main(argv: list[str]) -> int:
         return int(ExitCode.CONFIG)
     configure_logging(settings.log_level)
     if argv[1:2] == ["migrate"]:
+        from pipeline.db.original import OriginalDatabase, refuse_original
         from pipeline.db.schema import migrate_file
 
+        try:
+            refuse_original(settings.database_path)
+        except OriginalDatabase as problem:
+            log.error("%s", problem)
+            return int(ExitCode.CONFIG)
         applied = migrate_file(settings.database_path)
         log.info("database %s: %d migration(s) applied", settings.database_path, applied)
         return 0
+    if argv[1:2] == ["import-original"]:
+        from stages.recorder.import_original import main as import_original
+
+        return import_original(argv[2:], settings.database_path)
     warn_about(settings)
     try:
         supervisor = Supervisor(settings)

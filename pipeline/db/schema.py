@@ -12,6 +12,8 @@ import sqlite3
 from pathlib import Path
 from typing import Final
 
+from pipeline.db.original import refuse_original
+
 # Per-topic counters kept by triggers (migration 4); a rebuild of `recipients` drops them,
 # so migration 5 creates the same ones again.
 COUNT_TRIGGERS: Final = """
@@ -272,6 +274,7 @@ def open_writer(path: Path) -> sqlite3.Connection:
     WAL with synchronous=FULL: a committed transaction survives a power cut, which is
     what "accepted means committed" promises.
     """
+    refuse_original(path)  # before connecting: the writer would switch their file to WAL
     conn = _connect_writer(path)
     migrate(conn)
     return conn

@@ -16,6 +16,7 @@ from collections import Counter
 
 from pipeline.channels import WRITES_TO, ChannelFull, describe
 from pipeline.clock import now_ms
+from pipeline.db.original import OriginalDatabase
 from pipeline.db.schema import open_writer, tracking_key
 from pipeline.messages import (
     ChangeSuppression,
@@ -51,7 +52,7 @@ async def run(ctx: StageContext) -> None:
     """Serve write requests until every producer is done (or the drain deadline)."""
     try:
         conn = open_writer(ctx.settings.database_path)
-    except (sqlite3.Error, OSError) as problem:
+    except (sqlite3.Error, OSError, OriginalDatabase) as problem:
         raise BootError(f"cannot open {ctx.settings.database_path}: {problem}") from problem
     try:
         requeued = writes.requeue_claimed(conn)

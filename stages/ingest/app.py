@@ -1,4 +1,4 @@
-"""The ingest stage's aiohttp application: factory, typed keys, cleanup contexts."""
+"""The ingest stage's aiohttp application: the factory and its cleanup contexts (keys: keys.py)."""
 
 from __future__ import annotations
 
@@ -12,25 +12,18 @@ from pipeline.channels import PendingReplies
 from pipeline.db.schema import read_only_uri
 from pipeline.messages import Message
 from pipeline.runtime import StageContext
+from stages.ingest.keys import CTX, DB, HTTP, LIMITER, OPENS, REPLIES, SNS_KEYS
 from stages.ingest.opens import OpenBatcher
-from stages.ingest.ratelimit import ClientLimiter, make_limiter
+from stages.ingest.ratelimit import make_limiter
+from stages.ingest.routes import setup_routes
 from stages.ingest.sns import SigningKeys
 
-CTX = web.AppKey("ctx", StageContext)
-REPLIES = web.AppKey("replies", PendingReplies[Message])
-DB = web.AppKey("db", aiosqlite.Connection)
-SNS_KEYS = web.AppKey("sns_keys", SigningKeys)
-HTTP = web.AppKey("http", aiohttp.ClientSession)
-OPENS = web.AppKey("opens", OpenBatcher)
-LIMITER: web.AppKey[ClientLimiter | None] = web.AppKey("limiter")
 PIXEL_RECORD_TIMEOUT_S = 2.0
 OPENS_DRAIN_S = 1.0
 
 
 def make_app(ctx: StageContext, replies: PendingReplies[Message]) -> web.Application:
     """The API, the webhook and the pixel; nothing loop-bound is made before startup."""
-    from stages.ingest.routes import setup_routes
-
     app = web.Application(
         client_max_size=ctx.settings.max_request_bytes,
     )

@@ -15,8 +15,8 @@ import jwt
 from aiohttp import web
 
 from config.settings import AuthSettings
-from stages.ingest.app import CTX, LIMITER
 from stages.ingest.errors import ApiError, Handler
+from stages.ingest.keys import CTX, LIMITER
 from stages.ingest.ratelimit import enforce
 
 ALGORITHMS = ["HS256"]  # and nothing else: no `none`, no algorithm confusion

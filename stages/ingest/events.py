@@ -17,9 +17,9 @@ from aiohttp import web
 from pipeline import ses_events
 from pipeline.clock import now_ms
 from pipeline.messages import EventsRecorded, GetQuota, QuotaReport, RecordEvents, Refused
-from stages.ingest.app import CTX, DB, HTTP, OPENS, SNS_KEYS
 from stages.ingest.bodies import read_capped
 from stages.ingest.errors import ApiError, refused
+from stages.ingest.keys import CTX, DB, HTTP, OPENS, SNS_KEYS
 from stages.ingest.params import HOURS, whole_number
 from stages.ingest.sns import check_subscribe_url, parse_envelope, verify
 from stages.ingest.talk import ask

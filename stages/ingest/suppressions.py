@@ -11,9 +11,9 @@ from aiohttp import web
 
 from pipeline.messages import ChangeSuppression, SuppressionChanged
 from stages.ingest.addresses import InvalidAddress, normalise
-from stages.ingest.app import DB
 from stages.ingest.bodies import read_json_body
 from stages.ingest.errors import ApiError
+from stages.ingest.keys import DB
 from stages.ingest.params import SUPPRESSIONS_LIMIT, whole_number
 from stages.ingest.schemas import MAX_EMAIL_CHARS, NO_SPACE_OR_CONTROL, SuppressionIn, conforms, decode
 from stages.ingest.talk import ask

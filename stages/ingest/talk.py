@@ -8,8 +8,8 @@ from aiohttp import web
 
 from pipeline.channels import ChannelFull
 from pipeline.messages import Message, WorkAdded
-from stages.ingest.app import CTX, REPLIES
 from stages.ingest.errors import unavailable
+from stages.ingest.keys import CTX, REPLIES
 
 ASK_TIMEOUT_S = 10.0
 

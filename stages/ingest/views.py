@@ -24,11 +24,11 @@ from pipeline.messages import (
     TopicHeld,
     TopicResumed,
 )
-from stages.ingest.app import CTX, DB, REPLIES
 from stages.ingest.auth import CLIENT
 from stages.ingest.bodies import read_json_body
 from stages.ingest.campaigns import iso_utc, parse_campaign
 from stages.ingest.errors import ApiError, refused
+from stages.ingest.keys import CTX, DB, REPLIES
 from stages.ingest.params import TOPICS_LIMIT, TOPICS_OFFSET, whole_number
 from stages.ingest.schemas import MAX_TOPIC_CHARS, NO_CONTROL_CHARACTERS, conforms
 from stages.ingest.talk import ask, wake_scheduler

@@ -79,6 +79,15 @@ def post_sns(tree: Tree, envelope: dict[str, Any] | bytes, kind: str | None = "a
     return status, answer
 
 
+def sent_recipients(tree: Tree, count: int, topic: str = "t1") -> list[tuple[int, str, str]]:
+    """(id, email, SES message id) once `count` recipients of the topic are sent."""
+    wait_until(lambda: tree.get(f"/v1/topics/{topic}")[1].get("sent") == count, 15, f"{count} sent")
+    with tree.db() as conn:
+        return conn.execute(
+            "SELECT id, email, message_id FROM recipients WHERE topic_id = ? ORDER BY id", (topic,)
+        ).fetchall()
+
+
 class Tree:
     """`python supervisor.py` in a temp dir with its own settings."""
 

@@ -12,18 +12,9 @@ import pytest
 
 from tests.fakes.fake_ses import FakeSes
 from tests.fakes.fake_sns import TOPIC_ARN, FakeSns, ses_event, sns_env
-from tests.helpers import Tree, campaign, http, post_sns, ses_env, wait_until
+from tests.helpers import Tree, campaign, http, post_sns, sent_recipients, ses_env, wait_until
 
 PIXEL_URL = re.compile(r'src="(http://[^"]+/v1/events/open\?[^"]+)"')
-
-
-def sent_recipients(tree: Tree, count: int, topic: str = "t1") -> list[tuple[int, str, str]]:
-    """(id, email, SES message id) once `count` recipients of the topic are sent."""
-    wait_until(lambda: tree.get(f"/v1/topics/{topic}")[1].get("sent") == count, 15, f"{count} sent")
-    with tree.db() as conn:
-        return conn.execute(
-            "SELECT id, email, message_id FROM recipients WHERE topic_id = ? ORDER BY id", (topic,)
-        ).fetchall()
 
 
 def event_rows(tree: Tree) -> int:

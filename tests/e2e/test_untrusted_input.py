@@ -10,15 +10,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.fake_sns import TOPIC_ARN, FakeSns, ses_event, sns_env
-from tests.helpers import Tree, campaign, post_sns, wait_until
-
-
-def sent(tree: Tree, count: int, topic: str = "t1") -> list[tuple[int, str, str]]:
-    wait_until(lambda: tree.get(f"/v1/topics/{topic}")[1].get("sent") == count, 15, f"{count} sent")
-    with tree.db() as conn:
-        return conn.execute(
-            "SELECT id, email, message_id FROM recipients WHERE topic_id = ? ORDER BY id", (topic,)
-        ).fetchall()
+from tests.helpers import Tree, campaign, post_sns, sent_recipients
 
 
 def rows(tree: Tree, sql: str) -> Any:
@@ -30,7 +22,7 @@ def test_without_an_allow_list_ses_events_are_off_and_say_so(make_tree: Callable
     """Anyone can sign a fake bounce with a topic of their own: no topic is trusted by default."""
     tree = make_tree({key: value for key, value in sns_env().items() if key != "SNS_TOPIC_ARNS"})
     assert tree.post("/v1/messages", campaign(["a@example.com"]))[0] == 200
-    ((rid, email, mid),) = sent(tree, 1)
+    ((rid, email, mid),) = sent_recipients(tree, 1)
     bounce = fake_sns.notification(ses_event("Bounce", mid, email, request_id=rid))
     status, answer = post_sns(tree, bounce)
     assert status == 403 and "SNS_TOPIC_ARNS" in answer["error"]
@@ -55,7 +47,7 @@ def test_an_event_about_no_recipient_of_ours_changes_nothing(make_tree: Callable
     """Kept for reconciliation, but no suppression and no counts: guessed ids must not hurt."""
     tree = make_tree(sns_env())
     assert tree.post("/v1/messages", campaign(["a@example.com"]))[0] == 200
-    ((rid, email, _mid),) = sent(tree, 1)
+    ((rid, email, _mid),) = sent_recipients(tree, 1)
     stranger = fake_sns.notification(ses_event("Complaint", "no-such-id", "victim@example.com"))
     assert post_sns(tree, stranger)[1] == {"status": "recorded", "recorded": 1, "matched": 0}
     # A tag that names our recipient, about another address, suppresses neither of them.
@@ -97,7 +89,7 @@ def test_poisoned_events_replayed_never_restart_a_stage(make_tree: Callable[...,
     stored, no stage restarts, and a valid event afterwards is recorded."""
     tree = make_tree(sns_env())
     assert tree.post("/v1/messages", campaign(["p@example.com"]))[0] == 200
-    ((rid, email, mid),) = sent(tree, 1)
+    ((rid, email, mid),) = sent_recipients(tree, 1)
     pids = tree.children()
     for name, envelope in poisons(fake_sns, email).items():
         for _ in range(10):

@@ -27,6 +27,7 @@ from typing import Any
 from config.settings import ConfigError, Settings
 from pipeline.channels import AnyQueue, Inbox, Outbox
 from pipeline.exitcodes import ExitCode
+from pipeline.scrub import make_before_breadcrumb, make_before_send
 from pipeline.supervision import StageStates
 
 FLUSH_TIMEOUT_S = 1.0
@@ -80,12 +81,29 @@ def configure_logging(level: str) -> None:
 
 
 def init_sentry(settings: Settings, stage: str) -> None:
-    """Report errors to Sentry only when SENTRY_DSN is set."""
+    """Report errors to Sentry only when SENTRY_DSN is set, and never what they held.
+
+    An unauthenticated request can cause an error, so a report must not carry local
+    variables (PyJWT's `key` is JWT_SECRET), source lines or bodies; the scrubber then
+    takes secrets, tokens, addresses and markup out of every string that is left.
+    """
     if not settings.sentry_dsn:
         return
     import sentry_sdk
 
-    sentry_sdk.init(dsn=settings.sentry_dsn, server_name=stage, send_default_pii=False)
+    secrets = (settings.auth.jwt_secret, settings.auth.api_key)
+    sentry_sdk.init(
+        dsn=settings.sentry_dsn,
+        server_name=stage,
+        send_default_pii=False,
+        include_local_variables=False,
+        include_source_context=False,
+        max_request_body_size="never",
+        # The SDK types an event as a TypedDict; the scrubber walks it as the plain dict it is.
+        before_send=make_before_send(secrets),  # type: ignore[arg-type]
+        before_send_transaction=make_before_send(secrets),  # type: ignore[arg-type]
+        before_breadcrumb=make_before_breadcrumb(secrets),
+    )
     sentry_sdk.set_tag("stage", stage)
 
 

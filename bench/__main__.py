@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ("ingest", "throughput", "rate", "scale", "events", "fuzz")
+BENCHMARKS = ("ingest", "throughput", "rate", "scale", "events", "slowloris", "fuzz")
 
 
 def main() -> int:

@@ -123,6 +123,11 @@ class Settings:
     timezone: str = "UTC"
     schedule_horizon_days: int = 366
     shutdown_timeout_s: float = 4.5
+    # A connection that sends no complete request head this long after it opened, or after
+    # its last answer, is closed: one timer bounds idle keep-alives and heads sent slowly.
+    http_idle_timeout_s: float = 75.0
+    # The whole request body must arrive within this (408 otherwise).
+    http_body_timeout_s: float = 60.0
     ses: SesSettings = field(default_factory=SesSettings)
     sns: SnsSettings = field(default_factory=SnsSettings)
     restart: RestartPolicy = field(default_factory=RestartPolicy)
@@ -380,6 +385,8 @@ def load(environ: Mapping[str, str]) -> Settings:
         timezone=_timezone(reader),
         schedule_horizon_days=reader.integer("SCHEDULE_HORIZON_DAYS", 366, low=1, high=3660),
         shutdown_timeout_s=reader.number("SHUTDOWN_TIMEOUT_S", defaults.shutdown_timeout_s, minimum=0),
+        http_idle_timeout_s=reader.number("HTTP_IDLE_TIMEOUT_S", defaults.http_idle_timeout_s, minimum=0),
+        http_body_timeout_s=reader.number("HTTP_BODY_TIMEOUT_S", defaults.http_body_timeout_s, minimum=0),
         ses=_ses(reader),
         sns=_sns(reader),
         restart=RestartPolicy(

@@ -29,7 +29,15 @@ async def run(ctx: StageContext) -> None:
         raise BootError("ingest needs the listening socket from the supervisor")
     logging.getLogger("aiohttp.server").addFilter(quiet_malformed_requests)
     replies: PendingReplies[Message] = PendingReplies()
-    runner = web.AppRunner(make_app(ctx, replies), handle_signals=False, access_log=None)
+    # aiohttp's keep-alive timer starts when a connection opens and after each answer, and
+    # closes the connection if no complete request head has arrived by then: with our
+    # bound (not aiohttp's hour), a slow or silent client cannot hold a connection.
+    runner = web.AppRunner(
+        make_app(ctx, replies),
+        handle_signals=False,
+        access_log=None,
+        keepalive_timeout=ctx.settings.http_idle_timeout_s,
+    )
     await runner.setup()
     dispatcher = asyncio.create_task(dispatch_replies(ctx, replies))
     try:

@@ -1,10 +1,13 @@
-"""Reading request bodies: the media type first (415), then a size cap per route (413)."""
+"""Reading request bodies: the media type first (415), then a size cap per route (413) and a time limit (408)."""
 
 from __future__ import annotations
+
+import asyncio
 
 from aiohttp import web
 
 from stages.ingest.errors import ApiError
+from stages.ingest.keys import CTX
 
 JSON_TYPES = ("application/json",)
 
@@ -28,17 +31,25 @@ def check_json_type(request: web.Request) -> None:
 
 
 async def read_capped(request: web.Request, limit: int, what: str = "the body") -> bytes:
-    """The whole body, refusing (413) as soon as it is known to pass `limit` bytes."""
+    """The whole body, refusing (413) as soon as it is known to pass `limit` bytes, and (408)
+    when it has not all arrived within HTTP_BODY_TIMEOUT_S."""
     too_large = ApiError(413, "body_too_large", f"{what} is at most {describe_bytes(limit)}")
     if request.content_length is not None and request.content_length > limit:
         raise too_large
     chunks: list[bytes] = []
     size = 0
-    while chunk := await request.content.readany():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
+    timeout_s = request.app[CTX].settings.http_body_timeout_s
+    try:
+        async with asyncio.timeout(timeout_s):
+            while chunk := await request.content.readany():
+                size += len(chunk)
+                if size > limit:
+                    raise too_large
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ApiError(
+            408, "request_timeout", f"{what} did not arrive within {timeout_s:g} s (HTTP_BODY_TIMEOUT_S)"
+        ) from None
     return b"".join(chunks)
 
 

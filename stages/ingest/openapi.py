@@ -26,9 +26,14 @@ ERRORS: Final = {
     401: ("Unauthorized", "No valid Bearer token (or X-API-KEY).", ("WWW-Authenticate",)),
     403: ("Forbidden", "Not provably from SNS (signature, certificate host, topic).", ()),
     404: ("NotFound", "Nothing by that name.", ()),
+    408: ("RequestTimeout", "The body did not all arrive within HTTP_BODY_TIMEOUT_S; nothing was changed.", ()),
     413: ("TooLarge", "The body is over the limit for this route.", ()),
     415: ("UnsupportedMediaType", "The body must be application/json.", ()),
-    422: ("Unprocessable", "The Idempotency-Key was used before with a different body.", ()),
+    422: (
+        "Unprocessable",
+        "The Idempotency-Key was used before with a different body, or the request could not be applied.",
+        (),
+    ),
     429: ("TooManyRequests", "Over API_RATE_LIMIT for this client; retry after Retry-After.", ("Retry-After",)),
     503: ("Unavailable", "A stage could not answer in time; nothing was acknowledged. Retry.", ("Retry-After",)),
 }
@@ -112,7 +117,7 @@ def paths() -> Json:
                 "postMessages",
                 "Store a campaign durably, then send it now or at `scheduled_at`",
                 {200: json_answer("Stored (committed) before this answer.", ref("CampaignAccepted"))},
-                (400, 413, 415, 422, 503),
+                (400, 408, 413, 415, 422, 503),
                 tag="Messages",
                 body=json_body("CampaignIn"),
                 parameters=(
@@ -199,7 +204,7 @@ def paths() -> Json:
                 "snsResults",
                 "The AWS SNS webhook for SES delivery, bounce and complaint events",
                 {200: json_answer("Recorded (committed), confirmed, noted or ignored.", ref("WebhookAnswer"))},
-                (400, 403, 413, 503),
+                (400, 403, 408, 413, 503),
                 tag="Events",
                 public=True,
                 parameters=(
@@ -258,7 +263,7 @@ def paths() -> Json:
                     201: json_answer("Added.", ref("SuppressionState")),
                     200: json_answer("It was already suppressed.", ref("SuppressionState")),
                 },
-                (400, 413, 415, 503),
+                (400, 408, 413, 415, 503),
                 tag="Suppressions",
                 body=json_body("SuppressionIn"),
             ),

@@ -161,3 +161,10 @@ def test_trust_defaults() -> None:
     assert settings.auth.require_exp and not settings.sns.allow_any_topic and settings.sns.topic_arns == ()
     assert not load({"JWT_REQUIRE_EXP": "false"}).auth.require_exp
     assert load({"SNS_ALLOW_ANY_TOPIC": "true"}).sns.allow_any_topic
+
+
+def test_http_timeouts() -> None:
+    settings = load({})
+    assert (settings.http_idle_timeout_s, settings.http_body_timeout_s) == (75.0, 60.0)
+    settings = load({"HTTP_IDLE_TIMEOUT_S": "5", "HTTP_BODY_TIMEOUT_S": "2.5"})
+    assert (settings.http_idle_timeout_s, settings.http_body_timeout_s) == (5.0, 2.5)

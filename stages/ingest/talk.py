@@ -7,8 +7,8 @@ from collections.abc import Callable
 from aiohttp import web
 
 from pipeline.channels import ChannelFull
-from pipeline.messages import Message, WorkAdded
-from stages.ingest.errors import unavailable
+from pipeline.messages import Message, Refused, WorkAdded
+from stages.ingest.errors import refused, unavailable
 from stages.ingest.keys import CTX, REPLIES
 
 ASK_TIMEOUT_S = 10.0
@@ -17,12 +17,16 @@ ASK_TIMEOUT_S = 10.0
 async def ask(
     request: web.Request, stage: str, build: Callable[[int], Message], timeout_s: float = ASK_TIMEOUT_S
 ) -> Message:
-    """Ask a stage and wait for the reply; 503 (nothing done) when it cannot answer in time."""
+    """Ask a stage and wait for the reply; 503 (nothing done) when it cannot answer in time,
+    and the refusal's answer when it refused (so no handler mistakes a refusal for a reply)."""
     ctx = request.app[CTX]
     try:
-        return await request.app[REPLIES].ask(ctx.outboxes[stage], build, timeout_s)
+        reply = await request.app[REPLIES].ask(ctx.outboxes[stage], build, timeout_s)
     except (TimeoutError, ChannelFull):
         raise unavailable(f"the {stage} did not confirm in time; retry") from None
+    if isinstance(reply, Refused):
+        raise refused(reply)
+    return reply
 
 
 async def wake_scheduler(request: web.Request, due_at_ms: int) -> None:

@@ -17,7 +17,6 @@ from pipeline.messages import (
     HoldTopic,
     Message,
     Ping,
-    Refused,
     ResumeTopic,
     Stored,
     StoreMessages,
@@ -27,7 +26,7 @@ from pipeline.messages import (
 from stages.ingest.auth import CLIENT
 from stages.ingest.bodies import read_json_body
 from stages.ingest.campaigns import iso_utc, parse_campaign
-from stages.ingest.errors import ApiError, refused
+from stages.ingest.errors import ApiError
 from stages.ingest.keys import CTX, DB, REPLIES
 from stages.ingest.params import TOPICS_LIMIT, TOPICS_OFFSET, whole_number
 from stages.ingest.schemas import MAX_TOPIC_CHARS, NO_CONTROL_CHARACTERS, conforms
@@ -98,8 +97,6 @@ async def post_messages(request: web.Request) -> web.Response:
         received_ns=started_ns,
     )
     reply = await ask_recorder(request, store)
-    if isinstance(reply, Refused):
-        raise refused(reply)
     assert isinstance(reply, Stored)
     if not reply.replayed and campaign.stored_count:
         await wake_scheduler(request, campaign.due_at_ms)

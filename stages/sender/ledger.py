@@ -1,0 +1,351 @@
+"""The sender's bookkeeping, as one synchronous object: events in, effects out.
+
+Every recipient the sender has taken from the scheduler is in exactly one state:
+
+    delivered --> queued <-------------------- transient (front of the queue)
+        |           |                                   |
+        |           +--> in a call --+--> outcome pending flush --> unacked --> acked: gone
+        |        retry-waiting <-----+ throttled       (a slot each, until the ack)
+        +--> parked (its topic's hold is unanswered) --> queued, or dropped (claimed before the cut)
+    hold: queued, retry-waiting and not-yet-admitted calls of the topic leave (the recorder holds them)
+
+A slot is taken when a call starts and given back when the recorder acknowledges its
+outcome (or at once when the call was withdrawn, throttled or failed transiently). So
+after a kill -9 at most `in_flight_limit` recipients reached SES without a recorded
+outcome: the documented bound on duplicates. `check()` states the invariants; the async
+shell (`sending.Sender`) only moves messages, waits and calls SES.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from pipeline.messages import (
+    HoldTopic,
+    HoldTopicRows,
+    Outcome,
+    Recipient,
+    RecordOutcomes,
+    Released,
+    SendFailed,
+    Sent,
+    TopicHeld,
+)
+
+OUTCOME_BATCH = 200
+
+
+class InvariantBroken(AssertionError):
+    """The ledger's books do not balance: a bug, never an input problem."""
+
+
+@dataclass(frozen=True, slots=True)
+class Effects:
+    """What the shell must do after an event."""
+
+    # For the recorder, put without waiting (a hold's rows).
+    hold_rows: HoldTopicRows | None = None
+    # How many more recipients to ask the scheduler for (0: not worth a message).
+    demand: int = 0
+    # Slots given back: the dispatcher may start calls again.
+    freed: int = 0
+    # Something may be ready to dispatch.
+    work: bool = False
+    # Outcomes wait to be flushed.
+    flush: bool = False
+
+
+NOTHING = Effects()
+WORK = Effects(work=True)
+FLUSH = Effects(flush=True)
+
+
+@dataclass(slots=True)
+class Unacked:
+    sent_at: float
+    outcomes: tuple[Outcome, ...]
+    slots: int
+
+
+def holds_slot(outcome: Outcome) -> bool:
+    """Sent and failed outcomes keep their call's slot until acknowledged; a release never had one."""
+    return not isinstance(outcome, Released)
+
+
+@dataclass(slots=True)
+class Ledger:
+    in_flight_limit: int
+    # Run the full O(n) check after every event (tests); the O(1) cross-check always runs.
+    debug: bool = False
+    queued: deque[Recipient] = field(default_factory=deque)
+    retrying: list[tuple[float, int, Recipient]] = field(default_factory=list)
+    # Topics being held (cancel/pause) until the recorder confirms: arrivals wait here, with their claim_seq.
+    parked: dict[str, list[tuple[int, Recipient]]] = field(default_factory=dict)
+    # Work of a topic claimed before this claim_seq was held: dropped on arrival.
+    cut_seq: dict[str, int] = field(default_factory=dict)
+    # Recipients in an SES call right now, by id; `admitted` of them have left for SES.
+    calling: dict[int, Recipient] = field(default_factory=dict)
+    admitted: set[int] = field(default_factory=set)
+    # In a call but held before admission: the admission check stops them.
+    withdrawn: set[int] = field(default_factory=set)
+    pending: list[Outcome] = field(default_factory=list)
+    unacked: dict[int, Unacked] = field(default_factory=dict)
+    # Recipients taken and not yet gone (acknowledged, withdrawn or dropped): the sum of the states.
+    taken: int = 0
+    # Asked of the scheduler and not delivered yet.
+    promised: int = 0
+    slots_used: int = 0
+    # Counters that keep check() O(1): parked recipients, slots held by pending outcomes, unacked ones.
+    parked_count: int = 0
+    pending_slots: int = 0
+    unacked_count: int = 0
+    unacked_slots: int = 0
+    _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    @property
+    def capacity(self) -> int:
+        """How many recipients we hold at most: the in-flight ones plus as many queued."""
+        return self.in_flight_limit * 2
+
+    # --- work arriving and holds ---------------------------------------------------------
+
+    def deliver(self, recipients: Iterable[Recipient], claim_seq: int, release: bool = False) -> Effects:
+        """Take delivered work; `release` (stopping) hands it straight back as Released."""
+        count = 0
+        for recipient in recipients:
+            count += 1
+            topic = recipient.topic_id
+            if claim_seq < self.cut_seq.get(topic, 0):
+                continue  # claimed before its topic was held: the recorder already moved it
+            self.taken += 1
+            if release:
+                self.pending.append(Released(recipient.recipient_id))
+            elif topic in self.parked:
+                self.parked[topic].append((claim_seq, recipient))
+                self.parked_count += 1
+            else:
+                self.queued.append(recipient)
+        self.promised = max(0, self.promised - count)
+        self.check()
+        return FLUSH if release else WORK
+
+    def hold(self, request: HoldTopic) -> Effects:
+        """Stop all work on a topic that has not reached SES; the rows tell the recorder what to hold."""
+        topic = request.topic_id
+        self.taken -= self.take_topic(topic)
+        self.parked.setdefault(topic, [])
+        # Calls that have not passed admission are withdrawn: they are held with the rest.
+        withdrawing = {rid for rid, r in self.calling.items() if r.topic_id == topic} - self.admitted
+        self.withdrawn |= withdrawing
+        # Rows that may already be at SES keep their status; their outcome decides it.
+        keep = set(self.calling) - withdrawing
+        keep.update(o.recipient_id for o in self.pending)
+        keep.update(o.recipient_id for entry in self.unacked.values() for o in entry.outcomes)
+        rows = HoldTopicRows(request.corr_id, request.reply_to, topic, request.hold, tuple(sorted(keep)))
+        self.check()
+        return Effects(hold_rows=rows, demand=self.demand())
+
+    def take_topic(self, topic: str) -> int:
+        """Remove a topic's recipients from the queue and the retry heap; return how many."""
+        before = len(self.queued) + len(self.retrying)
+        if any(r.topic_id == topic for r in self.queued):
+            self.queued = deque(r for r in self.queued if r.topic_id != topic)
+        if any(entry[2].topic_id == topic for entry in self.retrying):
+            self.retrying = [entry for entry in self.retrying if entry[2].topic_id != topic]
+            heapq.heapify(self.retrying)
+        return before - len(self.queued) - len(self.retrying)
+
+    def held(self, answer: TopicHeld) -> Effects:
+        """The recorder held the topic at `claim_seq`: parked work claimed before that is dropped."""
+        topic = answer.topic_id
+        self.cut_seq[topic] = max(self.cut_seq.get(topic, 0), answer.claim_seq + 1)
+        parked = self.parked.pop(topic, [])
+        fresh = [r for seq, r in parked if seq > answer.claim_seq]
+        self.parked_count -= len(parked)
+        self.taken -= len(parked) - len(fresh)
+        self.queued.extend(fresh)
+        self.check()
+        return Effects(demand=self.demand(), work=True)
+
+    # --- calls ---------------------------------------------------------------------------
+
+    def can_start(self) -> bool:
+        return self.slots_used < self.in_flight_limit
+
+    def work_delay_s(self, now: float) -> float | None:
+        """0 when a recipient is ready now, else how long until a retry is due (None: nothing)."""
+        if self.queued:
+            return 0.0
+        if self.retrying:
+            return max(0.0, self.retrying[0][0] - now)
+        return None
+
+    def start_call(self, now: float) -> Recipient | None:
+        """Take a slot and the next recipient (a due retry first), or None when nothing is ready."""
+        if not self.can_start():
+            raise InvariantBroken("a call was started without a free slot")
+        if self.retrying and self.retrying[0][0] <= now:
+            recipient = heapq.heappop(self.retrying)[2]
+        elif self.queued:
+            recipient = self.queued.popleft()
+        else:
+            return None
+        self.calling[recipient.recipient_id] = recipient
+        self.slots_used += 1
+        self.check()
+        return recipient
+
+    def admit(self, recipient_id: int) -> bool:
+        """The wire-level check: False when the recipient was held while it waited."""
+        if recipient_id in self.withdrawn:
+            return False
+        if recipient_id in self.calling:
+            self.admitted.add(recipient_id)
+        return True
+
+    def withdraw(self, recipient_id: int) -> Effects:
+        """The call stopped at admission: held by the recorder with its topic, never sent."""
+        self.end_call(recipient_id)
+        self.taken -= 1
+        self.slots_used -= 1
+        self.check()
+        return Effects(demand=self.demand(), freed=1)
+
+    def record(self, outcome: Sent | SendFailed) -> Effects:
+        """SES answered for good (sent or failed): the outcome waits for a flush, the slot for its ack."""
+        self.end_call(outcome.recipient_id)
+        self.pending.append(outcome)
+        self.pending_slots += 1
+        self.check()
+        return FLUSH
+
+    def retry_at(self, recipient_id: int, due_at: float) -> Effects:
+        """Throttled: not sent, so the slot is free now; the recipient waits until `due_at`."""
+        if recipient_id in self.withdrawn:
+            return self.withdraw(recipient_id)
+        recipient = self.end_call(recipient_id)
+        heapq.heappush(self.retrying, (due_at, next(self._seq), recipient))
+        self.slots_used -= 1
+        self.check()
+        return Effects(freed=1, work=True)
+
+    def requeue(self, recipient_id: int) -> Effects:
+        """A transient failure: not sent, so the slot is free now; the recipient goes first in line."""
+        if recipient_id in self.withdrawn:
+            return self.withdraw(recipient_id)
+        self.queued.appendleft(self.end_call(recipient_id))
+        self.slots_used -= 1
+        self.check()
+        return Effects(freed=1, work=True)
+
+    def end_call(self, recipient_id: int) -> Recipient:
+        self.admitted.discard(recipient_id)
+        self.withdrawn.discard(recipient_id)
+        return self.calling.pop(recipient_id)
+
+    # --- outcomes ------------------------------------------------------------------------
+
+    def next_batch(self, now: float, reply_to: str = "sender") -> RecordOutcomes | None:
+        """Up to OUTCOME_BATCH pending outcomes, now awaiting the recorder's ack under a new corr_id."""
+        if not self.pending:
+            return None
+        batch = tuple(self.pending[:OUTCOME_BATCH])
+        del self.pending[:OUTCOME_BATCH]
+        corr_id = next(self._seq)
+        slots = sum(1 for o in batch if holds_slot(o))
+        self.unacked[corr_id] = Unacked(now, batch, slots)
+        self.pending_slots -= slots
+        self.unacked_slots += slots
+        self.unacked_count += len(batch)
+        self.check()
+        return RecordOutcomes(corr_id, reply_to, batch)
+
+    def stale(self, now: float, timeout_s: float, reply_to: str = "sender") -> list[RecordOutcomes]:
+        """Batches not acknowledged within `timeout_s`, to send again (recording is idempotent)."""
+        again = []
+        for corr_id, entry in self.unacked.items():
+            if now - entry.sent_at >= timeout_s:
+                entry.sent_at = now
+                again.append(RecordOutcomes(corr_id, reply_to, entry.outcomes))
+        return again
+
+    def ack(self, corr_id: int) -> Effects:
+        """The recorder has the batch: its recipients are gone and their slots free."""
+        entry = self.unacked.pop(corr_id, None)
+        if entry is None:
+            return NOTHING  # a duplicate, or a batch from before a restart
+        self.slots_used -= entry.slots
+        self.unacked_slots -= entry.slots
+        self.unacked_count -= len(entry.outcomes)
+        self.taken -= len(entry.outcomes)
+        self.check()
+        return Effects(demand=self.demand(), freed=entry.slots)
+
+    def release_unsent(self) -> Effects:
+        """At drain: everything not in a call goes back to pending (parked work too)."""
+        unsent = [*self.queued, *(entry[2] for entry in self.retrying)]
+        unsent += [r for parked in self.parked.values() for _, r in parked]
+        self.queued.clear()
+        self.retrying.clear()
+        self.parked.clear()
+        self.parked_count = 0
+        self.pending.extend(Released(r.recipient_id) for r in unsent)
+        self.check()
+        return FLUSH
+
+    # --- asking for work -----------------------------------------------------------------
+
+    def demand(self) -> int:
+        """How much more we can hold, when that is worth a message to the scheduler (else 0)."""
+        room = self.capacity - self.taken - self.promised
+        return room if room >= max(1, self.capacity // 4) else 0
+
+    def promise(self, count: int) -> None:
+        """The scheduler was asked for `count` more."""
+        self.promised += count
+
+    # --- invariants ----------------------------------------------------------------------
+
+    def check(self) -> None:
+        """The books balance: O(1) always, and the full recount when `debug` is set."""
+        states = (
+            len(self.queued)
+            + len(self.retrying)
+            + self.parked_count
+            + len(self.calling)
+            + len(self.pending)
+            + self.unacked_count
+        )
+        if self.taken != states:
+            raise InvariantBroken(f"taken {self.taken} != recipients in some state {states}")
+        if self.slots_used != len(self.calling) + self.pending_slots + self.unacked_slots:
+            raise InvariantBroken(f"slots in use {self.slots_used} != calls in flight + outcomes not acknowledged")
+        if not 0 <= self.slots_used <= self.in_flight_limit or self.promised < 0:
+            raise InvariantBroken(f"slots in use {self.slots_used} out of 0..{self.in_flight_limit}")
+        if self.debug:
+            self.check_all()
+
+    def check_all(self) -> None:
+        """O(n): recount every derived number and see each recipient in exactly one state."""
+        ids = [r.recipient_id for r in self.queued]
+        ids += [entry[2].recipient_id for entry in self.retrying]
+        ids += [r.recipient_id for parked in self.parked.values() for _, r in parked]
+        ids += list(self.calling)
+        ids += [o.recipient_id for o in self.pending]
+        ids += [o.recipient_id for entry in self.unacked.values() for o in entry.outcomes]
+        if len(ids) != len(set(ids)):
+            raise InvariantBroken("a recipient is in two states at once")
+        if self.parked_count != sum(len(parked) for parked in self.parked.values()):
+            raise InvariantBroken("parked count is off")
+        if self.pending_slots != sum(1 for o in self.pending if holds_slot(o)):
+            raise InvariantBroken("slots of pending outcomes are off")
+        if self.unacked_slots != sum(e.slots for e in self.unacked.values()):
+            raise InvariantBroken("slots of unacknowledged outcomes are off")
+        if self.unacked_count != sum(len(e.outcomes) for e in self.unacked.values()):
+            raise InvariantBroken("unacknowledged count is off")
+        if not (self.admitted | self.withdrawn) <= set(self.calling) or self.admitted & self.withdrawn:
+            raise InvariantBroken("admitted and withdrawn must be disjoint calls in flight")

@@ -99,6 +99,9 @@ class Ledger:
     # Asked of the scheduler and not delivered yet.
     promised: int = 0
     slots_used: int = 0
+    # Sends SES accepted, and the total of them the 24-hour quota allows (see quota_change).
+    sent_total: int = 0
+    quota_budget: float = float("inf")
     # Counters that keep check() O(1): parked recipients, slots held by pending outcomes, unacked ones.
     parked_count: int = 0
     pending_slots: int = 0
@@ -159,7 +162,7 @@ class Ledger:
             heapq.heapify(self.retrying)
         return before - len(self.queued) - len(self.retrying)
 
-    def held(self, answer: TopicHeld) -> Effects:
+    def hold_answered(self, answer: TopicHeld) -> Effects:
         """The recorder held the topic at `claim_seq`: parked work claimed before that is dropped."""
         topic = answer.topic_id
         self.cut_seq[topic] = max(self.cut_seq.get(topic, 0), answer.claim_seq + 1)
@@ -218,6 +221,8 @@ class Ledger:
     def record(self, outcome: Sent | SendFailed) -> Effects:
         """SES answered for good (sent or failed): the outcome waits for a flush, the slot for its ack."""
         self.end_call(outcome.recipient_id)
+        if isinstance(outcome, Sent):
+            self.sent_total += 1
         self.pending.append(outcome)
         self.pending_slots += 1
         self.check()
@@ -246,6 +251,22 @@ class Ledger:
         self.admitted.discard(recipient_id)
         self.withdrawn.discard(recipient_id)
         return self.calling.pop(recipient_id)
+
+    # --- the 24-hour quota ---------------------------------------------------------------
+
+    def quota_change(self, remaining: float) -> Effects:
+        """GetAccount says `remaining` sends are left, counted from the sends recorded so far.
+
+        Calls in flight are not added back: SES may not have counted them yet, and
+        assuming it had let a refresh mid-send go past the quota. At the edge this holds
+        up to the in-flight count back until the next refresh shows the true figure.
+        """
+        self.quota_budget = self.sent_total + remaining
+        return WORK
+
+    def quota_allows(self) -> bool:
+        """Another call fits in the quota, counting every call in flight as sent."""
+        return self.sent_total + len(self.calling) < self.quota_budget
 
     # --- outcomes ------------------------------------------------------------------------
 

@@ -65,8 +65,7 @@ class Sender:
     attempts: Counter[int] = field(default_factory=Counter)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     counts: Counter[str] = field(default_factory=Counter)
-    # Sends the 24-hour quota still allows, as a total of counts["sent"] (see watch_quota).
-    quota_budget: float = float("inf")
+    # Logged once per stretch of the 24-hour quota being used up.
     quota_held: bool = False
     # The last GetAccount answer (or why there is none), for GET /v1/events/counts/sent.
     last_quota: tuple[float, float, float] | None = None
@@ -74,7 +73,6 @@ class Sender:
     _work: asyncio.Event = field(default_factory=asyncio.Event)
     _flush: asyncio.Event = field(default_factory=asyncio.Event)
     _slot_freed: asyncio.Event = field(default_factory=asyncio.Event)
-    _quota_changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self.ledger = Ledger(self.in_flight_limit)
@@ -108,7 +106,7 @@ class Sender:
             case HoldTopic():
                 self.apply(self.ledger.hold(message))
             case TopicHeld():
-                self.apply(self.ledger.held(message))
+                self.apply(self.ledger.hold_answered(message))
             case GetQuota(corr_id=corr_id, reply_to=reply_to):
                 report = QuotaReport(corr_id, self.last_quota, None if self.last_quota else self.quota_error)
                 self.ctx.outboxes[reply_to].put_nowait(report)
@@ -176,25 +174,19 @@ class Sender:
 
     async def wait_for_quota(self) -> None:
         """Hold the backlog while the 24-hour quota is used up, instead of failing it."""
-        while self.counts["sent"] + len(self.tasks) >= self.quota_budget:
+        while not self.ledger.quota_allows():
             if not self.quota_held:
                 self.quota_held = True
                 self.ctx.log.warning("the SES 24-hour quota is used up; holding the backlog until it frees")
-            self._quota_changed.clear()
-            await self._quota_changed.wait()
+            self._work.clear()
+            await self._work.wait()
         if self.quota_held:
             self.quota_held = False
             self.ctx.log.info("SES quota available again; sending")
 
     def set_quota_remaining(self, remaining: float) -> None:
-        """What GetAccount says is left, counted from the sends acknowledged so far.
-
-        Calls in flight are not added back: SES may not have counted them yet, and
-        assuming it had let a refresh mid-send go past the quota. At the edge this holds
-        up to the in-flight count back until the next refresh shows the true figure.
-        """
-        self.quota_budget = self.counts["sent"] + remaining
-        self._quota_changed.set()
+        """What GetAccount says is left (the ledger keeps the budget)."""
+        self.apply(self.ledger.quota_change(remaining))
 
     async def send_one(self, recipient: Recipient) -> None:
         token = CURRENT_RECIPIENT.set(recipient.recipient_id)

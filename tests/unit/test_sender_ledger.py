@@ -153,7 +153,7 @@ class LedgerHistories(RuleBasedStateMachine):
         answer = self.answers.popleft()
         if isinstance(answer, TopicHeld):
             self.hold_of[answer.corr_id].answered = True
-            self.ledger.held(answer)
+            self.ledger.hold_answered(answer)
         else:
             self.ledger.ack(answer.corr_id)
 
@@ -340,7 +340,7 @@ def test_work_claimed_before_the_cut_is_dropped_whether_it_arrives_before_or_aft
     ledger.deliver([recipient(1)], 5)  # claimed before the hold point (7): parked, then dropped
     ledger.deliver([recipient(2)], 8)  # claimed after it: parked, then released to the queue
     assert not ledger.queued and ledger.parked_count == 2
-    ledger.held(held("a", 7))
+    ledger.hold_answered(held("a", 7))
     assert [r.recipient_id for r in ledger.queued] == [2]
     ledger.deliver([recipient(3)], 6)  # arrives after the answer, claimed before: dropped on arrival
     ledger.deliver([recipient(4)], 9)
@@ -403,3 +403,25 @@ def test_the_books_are_checked() -> None:
     ledger.taken = 1
     with pytest.raises(InvariantBroken):
         ledger.check()
+
+
+def test_the_quota_counts_calls_in_flight_as_sent_and_a_refresh_reopens_it() -> None:
+    # Given two sends left in the 24-hour quota
+    ledger = Ledger(4, debug=True)
+    ledger.deliver([recipient(i) for i in range(1, 5)], 1)
+    ledger.quota_change(2)
+    ledger.start_call(0.0)
+    ledger.start_call(0.0)
+    # Then two calls in flight use it up, and a failure does not count against it
+    assert not ledger.quota_allows()
+    ledger.record(SendFailed(2, "MessageRejected", "no", 0))
+    assert ledger.quota_allows()
+    ledger.start_call(0.0)
+    ledger.record(Sent(1, "m", 0))
+    ledger.record(Sent(3, "m", 0))
+    assert not ledger.quota_allows()
+    # When GetAccount says one more is left, counted from what is recorded so far
+    assert ledger.quota_change(1).work
+    assert ledger.quota_allows()
+    ledger.start_call(0.0)
+    assert not ledger.quota_allows()

@@ -9,7 +9,10 @@ be changed on the way.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,19 +59,41 @@ class NewMessage(Message):
 
 
 @dataclass(frozen=True, slots=True)
-class StoreMessages(Message):
-    """Store these recipients in one transaction, then answer `Stored` or `Refused`.
+class CampaignFacts:
+    """What ingest knows of a POST before storing. `answer()` is the one place the POST's
+    JSON answer is built: the recorder calls it with what only the database knows, in the
+    transaction that stores the rows, and keeps the text for `Idempotency-Key` replays."""
 
-    `summary` is the JSON answer as ingest knows it before storing; the recorder adds
-    what only the database knows (and `duration_ms`) and keeps it, byte for byte, for
-    `Idempotency-Key` replays.
-    """
+    total: int
+    scheduled_at: str | None = None  # ISO 8601 in UTC, or None for now
+    rejected: tuple[tuple[str, str], ...] = ()  # (address as posted, why)
+    duplicates: int = 0
+
+    def answer(self, stored: int, suppressed: int, duration_ms: int | None) -> str:
+        body: dict[str, Any] = {
+            "total": self.total,
+            "success": stored,
+            "errors": self.total - stored,
+            "scheduled": self.scheduled_at is not None,
+            "scheduled_at": self.scheduled_at,
+            "rejected": [{"email": email, "reason": reason} for email, reason in self.rejected],
+            "duplicates": self.duplicates,
+            "suppressed": suppressed,
+        }
+        if duration_ms is not None:
+            body["duration_ms"] = duration_ms
+        return json.dumps(body, ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreMessages(Message):
+    """Store these recipients in one transaction, then answer `Stored` or `Refused`."""
 
     corr_id: int
     reply_to: str
     messages: tuple[NewMessage, ...]
     due_at_ms: int
-    summary: str
+    facts: CampaignFacts
     idempotency_key: str | None = None
     body_digest: str | None = None
     # time.monotonic_ns() when ingest received the request (one clock for every process on
@@ -83,13 +108,25 @@ class Stored(Message):
     replayed: bool = False
 
 
+class Refusal(StrEnum):
+    """Why the recorder did not do what was asked (ingest decides what HTTP says of it)."""
+
+    STORAGE_ERROR = "storage_error"  # the database refused this request: nothing changed, a retry may work
+    STORAGE_UNAVAILABLE = "storage_unavailable"  # the batch's commit failed: nothing stored, retry
+    KEY_REUSED = "idempotency_key_reused"  # the Idempotency-Key came with another body
+    UNPROCESSABLE = "unprocessable"  # this request cannot be applied, and retrying will not change that
+
+    @property
+    def retry(self) -> bool:
+        return self in (Refusal.STORAGE_ERROR, Refusal.STORAGE_UNAVAILABLE)
+
+
 @dataclass(frozen=True, slots=True)
 class Refused(Message):
-    """The recorder could not do what was asked; `status` is the HTTP status that fits."""
+    """The recorder could not do what was asked, and why; nothing was changed."""
 
     corr_id: int
-    status: int
-    code: str
+    reason: Refusal
     message: str
 
 

@@ -16,6 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pipeline.messages import Refused
+from stages.ingest.errors import refused
+
 ROOT = Path(__file__).resolve().parent.parent
 SUPERVISOR = ROOT / "supervisor.py"
 T = TypeVar("T")
@@ -233,3 +236,8 @@ def run_schemathesis(
     command += [f"{base}/openapi.json", "-H", f"Authorization: Bearer {token}", "-n", str(examples)]
     command += ["--seed", str(seed), "--workers", "2", "--request-timeout", "30"]
     return subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=timeout_s)
+
+
+def http_status(reply: Refused) -> int:
+    """The HTTP status ingest answers for a recorder's refusal."""
+    return refused(reply).status

@@ -7,15 +7,13 @@ unless the whole body passes.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from config.settings import Settings
-from pipeline.messages import NewMessage
+from pipeline.messages import CampaignFacts, NewMessage
 from stages.ingest.addresses import InvalidAddress, normalise
 from stages.ingest.errors import ApiError
 from stages.ingest.schemas import NO_CONTROL_CHARACTERS, CampaignIn, MessageIn, conforms, decode
@@ -35,26 +33,17 @@ class Campaign:
     due_at_ms: int
     scheduled_at: datetime | None
     total: int
-    rejected: tuple[dict[str, str], ...]
+    rejected: tuple[tuple[str, str], ...]  # (address as posted, why)
     duplicates: int
 
     @property
     def stored_count(self) -> int:
         return sum(len(m.emails) for m in self.messages)
 
-    def summary(self) -> str:
-        """The answer before storing; the recorder fills in what only it knows."""
-        answer: dict[str, Any] = {
-            "total": self.total,
-            "success": self.stored_count,
-            "errors": self.total - self.stored_count,
-            "scheduled": self.scheduled_at is not None,
-            "scheduled_at": iso_utc(self.scheduled_at) if self.scheduled_at else None,
-            "rejected": list(self.rejected),
-            "duplicates": self.duplicates,
-            "suppressed": 0,
-        }
-        return json.dumps(answer, ensure_ascii=False)
+    def facts(self) -> CampaignFacts:
+        """What the answer needs from ingest; the recorder builds it with what only it knows."""
+        scheduled_at = iso_utc(self.scheduled_at) if self.scheduled_at else None
+        return CampaignFacts(self.total, scheduled_at, self.rejected, self.duplicates)
 
 
 def iso_utc(moment: datetime) -> str:
@@ -137,16 +126,16 @@ def parse_scheduled_at(value: str | None, settings: Settings, now: datetime) -> 
     return moment if moment > now else None
 
 
-def sort_addresses(raw: list[str]) -> tuple[tuple[str, ...], list[dict[str, str]], int]:
+def sort_addresses(raw: list[str]) -> tuple[tuple[str, ...], list[tuple[str, str]], int]:
     """(addresses to store, rejected with reasons, duplicates within this message)."""
     seen: dict[str, None] = {}
-    rejected: list[dict[str, str]] = []
+    rejected: list[tuple[str, str]] = []
     duplicates = 0
     for address in raw:
         try:
             normalised = normalise(address)
         except InvalidAddress as problem:
-            rejected.append({"email": address, "reason": str(problem)})
+            rejected.append((address, str(problem)))
             continue
         if normalised in seen:
             duplicates += 1

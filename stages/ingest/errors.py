@@ -70,10 +70,10 @@ def unavailable(message: str, retry_after_s: int = 2) -> ApiError:
 
 
 def refused(reply: Refused) -> ApiError:
-    """The recorder's refusal as an answer: 503 (retry) for the store, 4xx for the request."""
-    return ApiError(
-        reply.status, reply.code, reply.message, headers={"Retry-After": "2"} if reply.status == 503 else {}
-    )
+    """The recorder's refusal as an answer: 503 with Retry-After when a retry may work, else 422."""
+    if reply.reason.retry:
+        return ApiError(503, reply.reason.value, reply.message, headers={"Retry-After": "2"})
+    return ApiError(422, reply.reason.value, reply.message)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

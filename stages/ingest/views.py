@@ -91,7 +91,7 @@ async def post_messages(request: web.Request) -> web.Response:
         reply_to="ingest",
         messages=campaign.messages,
         due_at_ms=campaign.due_at_ms,
-        summary=campaign.summary(),
+        facts=campaign.facts(),
         idempotency_key=key,
         body_digest=hashlib.sha256(body).hexdigest() if key else None,
         received_ns=started_ns,

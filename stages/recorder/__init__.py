@@ -29,6 +29,7 @@ from pipeline.messages import (
     RecordEvents,
     RecordOpens,
     RecordOutcomes,
+    Refusal,
     Refused,
     ResumeTopic,
     StoreMessages,
@@ -178,19 +179,19 @@ def apply_one(writer: Writer, log: logging.Logger, message: Message, now: int) -
 
 
 def refusal_for(message: Message, problem: Exception) -> Reply | None:
-    """The error answer for a failed request: 503 when the database refused it (retry), else 422."""
+    """The refusal for a failed request: a database error may pass, anything else will not."""
     reply_to, corr_id = getattr(message, "reply_to", None), getattr(message, "corr_id", None)
     if not isinstance(reply_to, str) or not isinstance(corr_id, int):
         return None
     if isinstance(problem, sqlite3.Error):
-        return reply_to, Refused(corr_id, 503, "storage_error", "the database could not apply this request; retry")
-    return reply_to, Refused(corr_id, 422, "unprocessable", "this request could not be applied and was not stored")
+        return reply_to, Refused(corr_id, Refusal.STORAGE_ERROR, "the database could not apply this request; retry")
+    return reply_to, Refused(corr_id, Refusal.UNPROCESSABLE, "this request could not be applied and was not stored")
 
 
 def refuse_stores(work: list[Message], why: str) -> list[Reply]:
     """After a failed commit only stores get an answer; the others ask again."""
     return [
-        (m.reply_to, Refused(m.corr_id, 503, "storage_unavailable", why)) for m in work if isinstance(m, StoreMessages)
+        (m.reply_to, Refused(m.corr_id, Refusal.STORAGE_UNAVAILABLE, why)) for m in work if isinstance(m, StoreMessages)
     ]
 
 

@@ -16,6 +16,7 @@ from pipeline.messages import (
     Outcome,
     OutcomesRecorded,
     RecordOutcomes,
+    Refusal,
     Refused,
     Released,
     SendFailed,
@@ -64,13 +65,8 @@ def store_messages(conn: sqlite3.Connection, request: StoreMessages, now_ms: int
             " total = total + excluded.total",
             (message.topic_id, now_ms, now_ms, len(emails)),
         )
-    answer = json.loads(request.summary)
-    answer["success"] = stored
-    answer["suppressed"] = suppressed
-    answer["errors"] = answer.get("total", stored) - stored
-    if request.received_ns:
-        answer["duration_ms"] = max(0, (time.monotonic_ns() - request.received_ns) // 1_000_000)
-    answer_text = json.dumps(answer, ensure_ascii=False)
+    duration_ms = max(0, (time.monotonic_ns() - request.received_ns) // 1_000_000) if request.received_ns else None
+    answer_text = request.facts.answer(stored, suppressed, duration_ms)
     if request.idempotency_key is not None:
         conn.execute(
             "INSERT OR REPLACE INTO idempotency_keys (key, body_digest, answer, created_at_ms) VALUES (?, ?, ?, ?)",
@@ -87,12 +83,7 @@ def _earlier_answer(conn: sqlite3.Connection, request: StoreMessages, now_ms: in
     if row is None:
         return None
     if row[0] != request.body_digest:
-        return Refused(
-            request.corr_id,
-            422,
-            "idempotency_key_reused",
-            "this Idempotency-Key was used with a different body",
-        )
+        return Refused(request.corr_id, Refusal.KEY_REUSED, "this Idempotency-Key was used with a different body")
     return Stored(request.corr_id, row[1], replayed=True)
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.channels import Inbox
 from pipeline.db.schema import open_writer
-from pipeline.messages import Demand, NewMessage, Ping, Stored, StoreMessages
+from pipeline.messages import CampaignFacts, Demand, NewMessage, Ping, Stored, StoreMessages
 from stages.recorder import Writer, apply_batch
 
 
@@ -52,7 +52,7 @@ def test_the_inbox_drops_garbage_and_delivers_what_follows(caplog: pytest.LogCap
 
 def test_the_recorder_drops_a_message_it_does_not_handle(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     writer = Writer(open_writer(tmp_path / "g.db"))
-    good = StoreMessages(1, "ingest", (NewMessage("t", "S", "<p>", ("a@x.io",)),), 0, '{"total": 1}')
+    good = StoreMessages(1, "ingest", (NewMessage("t", "S", "<p>", ("a@x.io",)),), 0, CampaignFacts(1))
     with caplog.at_level(logging.ERROR):
         replies = apply_batch(writer, logging.getLogger("test"), [Demand(5), good], Counter())
     assert [type(reply) for _, reply in replies] == [Stored]

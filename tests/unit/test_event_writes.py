@@ -18,6 +18,7 @@ from pipeline import ses_events
 from pipeline.db.queries import original_result_counts
 from pipeline.db.schema import open_writer
 from pipeline.messages import (
+    CampaignFacts,
     ClaimDue,
     EventsRecorded,
     NewMessage,
@@ -32,6 +33,7 @@ from pipeline.messages import (
 from stages.recorder import Writer, apply_batch, writes
 from stages.recorder.claims import ClaimState, claim_due
 from stages.recorder.events import record_events
+from tests.helpers import http_status
 
 LOG = logging.getLogger("test")
 
@@ -43,7 +45,7 @@ def conn(tmp_path: Path) -> sqlite3.Connection:
 
 def claimed(conn: sqlite3.Connection, emails: tuple[str, ...]) -> list[int]:
     message = NewMessage("t", "S", "<p>x</p>", emails)
-    writes.store_messages(conn, StoreMessages(1, "ingest", (message,), 0, json.dumps({"total": 0})), now_ms=0)
+    writes.store_messages(conn, StoreMessages(1, "ingest", (message,), 0, CampaignFacts(0)), now_ms=0)
     return [r.recipient_id for r in claim_due(conn, ClaimDue(1, "s", 100, 1), ClaimState()).recipients]
 
 
@@ -107,7 +109,7 @@ def test_a_request_that_raises_anything_rolls_back_alone(conn: sqlite3.Connectio
     """An id past SQLite's integer range (OverflowError) or a lone surrogate (UnicodeEncodeError)
     once crashed the recorder; now each fails alone, answered, and the batch commits."""
     (rid,) = claimed(conn, ("a@x.io",))
-    store = StoreMessages(3, "ingest", (NewMessage("t", "S", "<p>x</p>", ("b@x.io",)),), 0, json.dumps({"total": 1}))
+    store = StoreMessages(3, "ingest", (NewMessage("t", "S", "<p>x</p>", ("b@x.io",)),), 0, CampaignFacts(1))
     overflow = RecordEvents(4, "ingest", "sns-o", "{}", (event("sns-o", "delivery", "a@x.io", request_id=2**64),))
     surrogate = RecordEvents(5, "ingest", "sns-s", "{}", (event("sns-s", "delivery", "\ud800@x.io"),))
     good = RecordEvents(6, "ingest", "sns-g", "{}", (event("sns-g", "delivery", "a@x.io", request_id=rid),))
@@ -115,8 +117,8 @@ def test_a_request_that_raises_anything_rolls_back_alone(conn: sqlite3.Connectio
         (r.corr_id, r) for _, r in apply_batch(Writer(conn), LOG, [store, overflow, surrogate, good], Counter())
     )
     assert isinstance(replies[3], Stored)
-    assert isinstance(replies[4], Refused) and replies[4].status == 422
-    assert isinstance(replies[5], Refused) and replies[5].status == 422
+    assert isinstance(replies[4], Refused) and http_status(replies[4]) == 422
+    assert isinstance(replies[5], Refused) and http_status(replies[5]) == 422
     assert isinstance(replies[6], EventsRecorded) and replies[6].matched == 1
     assert conn.execute("SELECT sns_message_id FROM events").fetchall() == [("sns-g",)]
     assert conn.execute("SELECT COUNT(*) FROM sns_messages").fetchone() == (1,)

@@ -17,7 +17,7 @@ import pytest
 from pipeline.db.import_original import Unrecognised, open_original
 from pipeline.db.original import OriginalDatabase, is_original
 from pipeline.db.schema import open_writer
-from pipeline.messages import ClaimDue, NewMessage, RecordOutcomes, Sent, StoreMessages
+from pipeline.messages import CampaignFacts, ClaimDue, NewMessage, RecordOutcomes, Sent, StoreMessages
 from stages.recorder import writes
 from stages.recorder.claims import ClaimState, claim_due
 from stages.recorder.import_original import Importer, Refused, import_file
@@ -281,7 +281,7 @@ def test_counters_add_to_a_database_already_in_use(original: Path, tmp_path: Pat
     ours = tmp_path / "ours.db"
     conn = open_writer(ours)
     message = NewMessage("t1", "Live", "<p>live</p>", ("live1@x.io", "live2@x.io"))
-    writes.store_messages(conn, StoreMessages(1, "ingest", (message,), 0, json.dumps({"total": 2})), now_ms=5)
+    writes.store_messages(conn, StoreMessages(1, "ingest", (message,), 0, CampaignFacts(2)), now_ms=5)
     claimed = claim_due(conn, ClaimDue(1, "scheduler", limit=1, now_ms=10), ClaimState())
     outcome = Sent(claimed.recipients[0].recipient_id, "live-m", 20)
     writes.record_outcomes(conn, RecordOutcomes(1, "sender", (outcome,)), now_ms=20)

@@ -16,9 +16,11 @@ SAMPLES: list[Message] = [
     messages.WakeUp(),
     messages.Ping(1, "ingest"),
     messages.Pong(1),
-    messages.StoreMessages(1, "ingest", (messages.NewMessage("t", "S", "<p>", ("a@x.io",)),), 5, "{}", "k", "d"),
+    messages.StoreMessages(
+        1, "ingest", (messages.NewMessage("t", "S", "<p>", ("a@x.io",)),), 5, messages.CampaignFacts(1), "k", "d"
+    ),
     messages.Stored(1, "{}", True),
-    messages.Refused(1, 503, "x", "y"),
+    messages.Refused(1, messages.Refusal.STORAGE_ERROR, "y"),
     messages.WorkAdded(5),
     messages.Demand(3),
     messages.ClaimDue(1, "scheduler", 5, 6),

@@ -15,6 +15,7 @@ import pytest
 from pipeline import tracking
 from pipeline.db.schema import open_writer, tracking_key
 from pipeline.messages import (
+    CampaignFacts,
     ClaimDue,
     NewMessage,
     OutcomesRecorded,
@@ -28,8 +29,9 @@ from pipeline.messages import (
 )
 from stages.recorder import Writer, apply_batch, writes
 from stages.recorder.claims import ClaimState, claim_due
+from tests.helpers import http_status
 
-SUMMARY = json.dumps({"total": 0})
+SUMMARY = CampaignFacts(0)
 LOG = logging.getLogger("test")
 
 
@@ -93,7 +95,7 @@ def test_idempotency_key_replays_the_first_answer_and_refuses_another_body(conn:
     other = writes.store_messages(conn, store(3, ("b@x.io",), key="k1", digest="d2"), now_ms=2)
     assert isinstance(first, Stored) and isinstance(again, Stored)
     assert again.replayed and again.answer == first.answer
-    assert isinstance(other, Refused) and other.status == 422
+    assert isinstance(other, Refused) and http_status(other) == 422
     assert conn.execute("SELECT COUNT(*) FROM recipients").fetchone()[0] == 1
 
 
@@ -118,7 +120,7 @@ def test_a_failing_request_rolls_back_alone(conn: sqlite3.Connection) -> None:
         for _, reply in apply_batch(Writer(conn), logging.getLogger("test"), list(batch), Counter())
     )
     assert isinstance(replies[1], Stored) and isinstance(replies[3], Stored)
-    assert isinstance(replies[2], Refused) and replies[2].status == 503
+    assert isinstance(replies[2], Refused) and http_status(replies[2]) == 503
     emails = {r[0] for r in conn.execute("SELECT email FROM recipients")}
     assert emails == {"ok@x.io", "also@x.io"}, "no part of the failed request may remain"
 
@@ -133,7 +135,7 @@ def test_a_failed_commit_acknowledges_nothing(tmp_path: Path) -> None:
         Writer(conn), logging.getLogger("test"), [store(1, ("a@x.io",)), ClaimDue(2, "scheduler", 5, 0)], Counter()
     )
     # Then the store is refused with 503 and the claim gets no answer (the scheduler asks again)
-    assert [(to, type(r).__name__, getattr(r, "status", None)) for to, r in replies] == [("ingest", "Refused", 503)]
+    assert [(to, http_status(r) if isinstance(r, Refused) else r) for to, r in replies] == [("ingest", 503)]
     blocker.execute("ROLLBACK")
     assert conn.execute("SELECT COUNT(*) FROM recipients").fetchone()[0] == 0
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from pipeline.db.status import Status
+
 
 @dataclass(frozen=True, slots=True)
 class Message:
@@ -198,7 +200,7 @@ class HoldTopic(Message):
     corr_id: int
     reply_to: str
     topic_id: str
-    hold: str
+    hold: Status
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +211,7 @@ class HoldTopicRows(Message):
     corr_id: int
     reply_to: str
     topic_id: str
-    hold: str
+    hold: Status
     keep: tuple[int, ...]
 
 
@@ -220,7 +222,7 @@ class TopicHeld(Message):
 
     corr_id: int
     topic_id: str
-    hold: str
+    hold: Status
     count: int
     found: bool
     claim_seq: int

@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from pipeline.db.status import Status
+
 # The columns we read; the original's files may have more (deleted_at is never used).
 REQUEST_COLUMNS: Final = frozenset(
     {"id", "topic_id", "message_id", "email", "scheduled_at", "status", "error", "created_at", "updated_at"}
@@ -28,7 +30,7 @@ R_OLD: Final = "R-old"
 
 # 0 Created, 1 Processed, 2 Sent, 3 Failed, 4 Stopped; anything else showed as "Unknown".
 CREATED, PROCESSED, SENT, FAILED, STOPPED = range(5)
-STATUSES: Final = {CREATED: "pending", SENT: "sent", FAILED: "failed", STOPPED: "cancelled"}
+STATUSES: Final = {CREATED: Status.PENDING, SENT: Status.SENT, FAILED: Status.FAILED, STOPPED: Status.CANCELLED}
 
 
 class Unrecognised(Exception):
@@ -70,11 +72,11 @@ class OriginalResult:
     created_at_ms: int | None
 
 
-def our_status(code: int | None, resend_processed: bool) -> str:
+def our_status(code: int | None, resend_processed: bool) -> Status:
     """Processed rows may or may not have gone out: 'unknown', unless the operator says resend."""
     if code == PROCESSED:
-        return "pending" if resend_processed else "unknown"
-    return STATUSES.get(code, "unknown") if code is not None else "unknown"
+        return Status.PENDING if resend_processed else Status.UNKNOWN
+    return STATUSES.get(code, Status.UNKNOWN) if code is not None else Status.UNKNOWN
 
 
 def millis(value: Any) -> int | None:

@@ -6,18 +6,20 @@ from typing import Any
 
 import aiosqlite
 
-STATUSES = ("pending", "sending", "sent", "failed", "cancelled", "paused", "suppressed", "unknown")
+from pipeline.db.status import Status
+
+STATUSES: tuple[str, ...] = tuple(Status)
 RESULTS = ("delivered", "bounced", "complained", "opened", "opens")
 # The original server's request_counts keys (its status codes 0-4), from our statuses.
-ORIGINAL_STATUS = {
-    "pending": "Created",
-    "paused": "Created",
-    "sending": "Processed",
-    "unknown": "Processed",
-    "sent": "Sent",
-    "failed": "Failed",
-    "cancelled": "Stopped",
-    "suppressed": "Stopped",
+ORIGINAL_STATUS: dict[str, str] = {
+    Status.PENDING: "Created",
+    Status.PAUSED: "Created",
+    Status.SENDING: "Processed",
+    Status.UNKNOWN: "Processed",
+    Status.SENT: "Sent",
+    Status.FAILED: "Failed",
+    Status.CANCELLED: "Stopped",
+    Status.SUPPRESSED: "Stopped",
 }
 ORIGINAL_STATUS_KEYS = ("Created", "Processed", "Sent", "Failed", "Stopped")
 # SES's own event names (as the original's result_counts spells them), from our kinds.

@@ -13,6 +13,7 @@ from aiohttp import web
 from config.settings import SnsSettings
 from pipeline.channels import ChannelFull
 from pipeline.db.queries import recent_topics, topic_counts
+from pipeline.db.status import Status
 from pipeline.messages import (
     HoldTopic,
     Message,
@@ -132,7 +133,7 @@ def topic_id_of(request: web.Request) -> str:
     return topic_id
 
 
-async def hold(request: web.Request, status: str) -> TopicHeld:
+async def hold(request: web.Request, status: Status) -> TopicHeld:
     """Cancel or pause: the sender stops first, then the recorder holds the rest, exactly."""
     topic_id = topic_id_of(request)
     reply = await ask(request, "sender", lambda corr_id: HoldTopic(corr_id, "ingest", topic_id, status))
@@ -146,13 +147,13 @@ async def cancel_topic(request: web.Request) -> web.Response:
     `{"status": "ok"}` as the original server answered, for an unknown topic too, with the
     exact count beside it.
     """
-    reply = await hold(request, "cancelled")
+    reply = await hold(request, Status.CANCELLED)
     return web.json_response({"status": "ok", "topic_id": reply.topic_id, "cancelled": reply.count})
 
 
 async def pause_topic(request: web.Request) -> web.Response:
     """Stop sending the topic, keeping its recipients for a resume."""
-    reply = await hold(request, "paused")
+    reply = await hold(request, Status.PAUSED)
     if not reply.found:
         raise ApiError(404, "not_found", "no recipients were ever posted for this topic", "topic_id")
     return web.json_response({"topic_id": reply.topic_id, "paused": reply.count})

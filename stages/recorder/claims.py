@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from pipeline.db.status import Status
 from pipeline.messages import ClaimDue, Claimed, Recipient
 from stages.recorder.events import suppressed_among
 from stages.recorder.writes import next_due_ms
@@ -65,7 +66,7 @@ def due_topics(conn: sqlite3.Connection, now_ms: int, after: str | None) -> list
         if visited >= MAX_TOPICS_VISITED or len(found) >= MAX_TOPICS_PER_CLAIM:
             break
         earliest = conn.execute(
-            "SELECT MIN(due_at_ms) FROM recipients WHERE status = 'pending' AND topic_id = ?", (topic,)
+            f"SELECT MIN(due_at_ms) FROM recipients WHERE status = '{Status.PENDING}' AND topic_id = ?", (topic,)
         ).fetchone()[0]
         if earliest is not None and earliest <= now_ms:
             found.append(topic)
@@ -93,7 +94,7 @@ def next_pending_topic(conn: sqlite3.Connection, after: str | None) -> str | Non
     comparison = ">=" if after is None else ">"
     row = conn.execute(
         "SELECT MIN(topic_id) FROM recipients INDEXED BY recipients_pending_topic"
-        f" WHERE status = 'pending' AND topic_id {comparison} ?",
+        f" WHERE status = '{Status.PENDING}' AND topic_id {comparison} ?",
         (after or "",),
     ).fetchone()
     return None if row is None else row[0]
@@ -103,8 +104,8 @@ def claim_topic(conn: sqlite3.Connection, topic: str, now_ms: int, limit: int) -
     if limit <= 0:
         return []
     rows = conn.execute(
-        "UPDATE recipients SET status = 'sending' WHERE id IN ("
-        " SELECT id FROM recipients WHERE status = 'pending' AND topic_id = ? AND due_at_ms <= ?"
+        f"UPDATE recipients SET status = '{Status.SENDING}' WHERE id IN ("
+        f" SELECT id FROM recipients WHERE status = '{Status.PENDING}' AND topic_id = ? AND due_at_ms <= ?"
         " ORDER BY due_at_ms, id LIMIT ?)"
         " RETURNING id, email, topic_id, content_id, due_at_ms",
         (topic, now_ms, limit),
@@ -114,7 +115,7 @@ def claim_topic(conn: sqlite3.Connection, topic: str, now_ms: int, limit: int) -
     blocked = suppressed_among(conn, (row[1] for row in rows))
     if blocked:
         stopped = [row[0] for row in rows if row[1].lower() in blocked]
-        conn.executemany("UPDATE recipients SET status = 'suppressed' WHERE id = ?", ((i,) for i in stopped))
+        conn.executemany(f"UPDATE recipients SET status = '{Status.SUPPRESSED}' WHERE id = ?", ((i,) for i in stopped))
         rows = [row for row in rows if row[1].lower() not in blocked]
     return [Recipient(row[0], row[1], row[2], row[3]) for row in rows]
 

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pipeline import tracking
+from pipeline.db.status import Status
 from pipeline.messages import (
     ChangeSuppression,
     EventsRecorded,
@@ -151,7 +152,7 @@ def record_opens(conn: sqlite3.Connection, request: RecordOpens, key: bytes) -> 
     signed = ((at_ms, tracking.signed_recipient(key, query)) for query, at_ms in request.opens)
     counted = conn.executemany(
         "UPDATE recipients SET open_count = open_count + 1, opened_first_at_ms = COALESCE(opened_first_at_ms, ?)"
-        " WHERE id = ? AND status = 'sent'",
+        f" WHERE id = ? AND status = '{Status.SENT}'",
         (pair for pair in signed if pair[1] is not None),
     ).rowcount
     return OpensRecorded(request.corr_id, counted)

@@ -34,6 +34,7 @@ from pipeline.db.import_original import (
 )
 from pipeline.db.original import OriginalDatabase
 from pipeline.db.schema import open_writer
+from pipeline.db.status import Status
 from pipeline.messages import SesEvent
 from pipeline.ses_events import KINDS, parse
 from stages.recorder.events import Matched, apply_event
@@ -48,7 +49,7 @@ IMPORTED_DDL: Final = """
         PRIMARY KEY (source_fingerprint, kind, original_id)
     ) WITHOUT ROWID
 """
-ORDER: Final = ("pending", "sent", "failed", "cancelled", "unknown")
+ORDER: Final = (Status.PENDING, Status.SENT, Status.FAILED, Status.CANCELLED, Status.UNKNOWN)
 FAILED_CODE: Final = "ImportedFailure"
 NO_CONTENT_CODE: Final = "ImportedWithoutContent"
 
@@ -86,7 +87,7 @@ class Move:
     """Where an imported row goes after entering as pending."""
 
     recipient_id: int
-    status: str
+    status: Status
     message_id: str | None
     sent_at_ms: int | None
     error_code: str | None
@@ -129,7 +130,7 @@ class Importer:
         evident = self.original.requests_with_results() if self.resend else set()
         moves = [self.add(request, evident) for request in self.original.requests()]
         self.count_posted()
-        self.move([m for m in moves if m is not None and m.status != "pending"])
+        self.move([m for m in moves if m is not None and m.status != Status.PENDING])
         for result in self.original.results():
             self.add_result(result)
         return self.summary
@@ -151,17 +152,17 @@ class Importer:
             return None
         content_id, has_content = self.content_id(request)
         status = our_status(request.status, self.resend)
-        code = FAILED_CODE if status == "failed" else None
+        code = FAILED_CODE if status == Status.FAILED else None
         message = request.error
-        if status == "pending" and request.status == PROCESSED and (request.message_id or request.id in evident):
-            status = "unknown"
+        if status == Status.PENDING and request.status == PROCESSED and (request.message_id or request.id in evident):
+            status = Status.UNKNOWN
             self.summary.kept_unknown += 1
-        if status == "pending" and not has_content:
-            status, code, message = "failed", NO_CONTENT_CODE, "its content is missing from the original database"
+        if status == Status.PENDING and not has_content:
+            status, code, message = Status.FAILED, NO_CONTENT_CODE, "its content is missing from the original database"
         created = request.created_at_ms or request.scheduled_at_ms or self.now
         new_id: int = self.conn.execute(
             "INSERT INTO recipients (content_id, topic_id, email, status, due_at_ms, created_at_ms)"
-            " VALUES (?, ?, ?, 'pending', ?, ?) RETURNING id",
+            f" VALUES (?, ?, ?, '{Status.PENDING}', ?, ?) RETURNING id",
             (content_id, request.topic_id, request.email, request.scheduled_at_ms or created, created),
         ).fetchone()[0]
         self._record("request", str(request.id), new_id)
@@ -169,7 +170,7 @@ class Importer:
         tally = self.posted.setdefault(request.topic_id, [0, created, created])
         tally[:] = [tally[0] + 1, min(tally[1], created), max(tally[2], created)]
         self.summary.statuses[status] += 1
-        sent_at = (request.updated_at_ms or created) if status == "sent" else None
+        sent_at = (request.updated_at_ms or created) if status == Status.SENT else None
         return Move(new_id, status, request.message_id, sent_at, code, message if code else None)
 
     def content_id(self, request: OriginalRequest) -> tuple[int, bool]:
@@ -191,7 +192,7 @@ class Importer:
         """What store_messages counts for new rows (the triggers count every later change)."""
         for topic_id, (count, first, last) in self.posted.items():
             self.conn.execute(
-                "INSERT INTO topic_counts VALUES (?, 'pending', ?)"
+                f"INSERT INTO topic_counts VALUES (?, '{Status.PENDING}', ?)"
                 " ON CONFLICT (topic_id, name) DO UPDATE SET n = n + excluded.n",
                 (topic_id, count),
             )

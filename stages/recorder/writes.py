@@ -11,6 +11,7 @@ import sqlite3
 import time
 from collections.abc import Iterable
 
+from pipeline.db.status import HOLDABLE, Status
 from pipeline.messages import (
     HoldTopicRows,
     Outcome,
@@ -50,12 +51,12 @@ def store_messages(conn: sqlite3.Connection, request: StoreMessages, now_ms: int
         ).lastrowid
         conn.executemany(
             "INSERT INTO recipients (content_id, topic_id, email, status, due_at_ms, created_at_ms)"
-            " VALUES (?, ?, ?, 'pending', ?, ?)",
+            f" VALUES (?, ?, ?, '{Status.PENDING}', ?, ?)",
             ((content_id, message.topic_id, email, request.due_at_ms, now_ms) for email in emails),
         )
         stored += len(emails)
         conn.execute(
-            "INSERT INTO topic_counts VALUES (?, 'pending', ?)"
+            f"INSERT INTO topic_counts VALUES (?, '{Status.PENDING}', ?)"
             " ON CONFLICT (topic_id, name) DO UPDATE SET n = n + excluded.n",
             (message.topic_id, len(emails)),
         )
@@ -89,7 +90,9 @@ def _earlier_answer(conn: sqlite3.Connection, request: StoreMessages, now_ms: in
 
 def next_due_ms(conn: sqlite3.Connection) -> int | None:
     """The earliest due time of any pending row (the partial index answers this)."""
-    value: int | None = conn.execute("SELECT MIN(due_at_ms) FROM recipients WHERE status = 'pending'").fetchone()[0]
+    value: int | None = conn.execute(
+        f"SELECT MIN(due_at_ms) FROM recipients WHERE status = '{Status.PENDING}'"
+    ).fetchone()[0]
     return value
 
 
@@ -100,16 +103,17 @@ def record_outcomes(conn: sqlite3.Connection, request: RecordOutcomes, now_ms: i
     """
     sent, failed, released = _split(request.outcomes)
     conn.executemany(
-        "UPDATE recipients SET status = 'sent', message_id = ?, sent_at_ms = ? WHERE id = ? AND status = 'sending'",
+        f"UPDATE recipients SET status = '{Status.SENT}', message_id = ?, sent_at_ms = ?"
+        f" WHERE id = ? AND status = '{Status.SENDING}'",
         ((o.message_id, o.at_ms, o.recipient_id) for o in sent),
     )
     conn.executemany(
-        "UPDATE recipients SET status = 'failed', error_code = ?, error_message = ?, sent_at_ms = NULL"
-        " WHERE id = ? AND status = 'sending'",
+        f"UPDATE recipients SET status = '{Status.FAILED}', error_code = ?, error_message = ?, sent_at_ms = NULL"
+        f" WHERE id = ? AND status = '{Status.SENDING}'",
         ((o.code, o.reason, o.recipient_id) for o in failed),
     )
     conn.executemany(
-        "UPDATE recipients SET status = 'pending' WHERE id = ? AND status = 'sending'",
+        f"UPDATE recipients SET status = '{Status.PENDING}' WHERE id = ? AND status = '{Status.SENDING}'",
         ((o.recipient_id,) for o in released),
     )
     link_early_events(conn, {o.message_id: o.recipient_id for o in sent if o.message_id}, now_ms)
@@ -136,17 +140,13 @@ def requeue_claimed(conn: sqlite3.Connection) -> int:
 
     Safe only because the recorder starts with the whole tree (no sender survives it).
     """
-    return conn.execute("UPDATE recipients SET status = 'pending' WHERE status = 'sending'").rowcount
+    return conn.execute(f"UPDATE recipients SET status = '{Status.PENDING}' WHERE status = '{Status.SENDING}'").rowcount
 
 
 def forget_old_idempotency_keys(conn: sqlite3.Connection, now_ms: int) -> int:
     return conn.execute(
         "DELETE FROM idempotency_keys WHERE created_at_ms <= ?", (now_ms - IDEMPOTENCY_TTL_MS,)
     ).rowcount
-
-
-# What a hold may move: sent and failed rows keep their outcome; a pause keeps cancels.
-HOLDABLE = {"cancelled": ("pending", "paused", "sending"), "paused": ("pending", "sending")}
 
 
 def topic_exists(conn: sqlite3.Connection, topic_id: str) -> bool:
@@ -172,9 +172,10 @@ def resume_topic(conn: sqlite3.Connection, corr_id: int, topic_id: str) -> Topic
     if not topic_exists(conn, topic_id):
         return TopicResumed(corr_id, topic_id, 0, False, None)
     count = conn.execute(
-        "UPDATE recipients SET status = 'pending' WHERE topic_id = ? AND status = 'paused'", (topic_id,)
+        f"UPDATE recipients SET status = '{Status.PENDING}' WHERE topic_id = ? AND status = '{Status.PAUSED}'",
+        (topic_id,),
     ).rowcount
     due: int | None = conn.execute(
-        "SELECT MIN(due_at_ms) FROM recipients WHERE status = 'pending' AND topic_id = ?", (topic_id,)
+        f"SELECT MIN(due_at_ms) FROM recipients WHERE status = '{Status.PENDING}' AND topic_id = ?", (topic_id,)
     ).fetchone()[0]
     return TopicResumed(corr_id, topic_id, count, True, due)

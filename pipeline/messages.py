@@ -1,9 +1,9 @@
 """Every message that crosses a process boundary, and nothing else.
 
 Commands are imperative (`ClaimDue`), facts are past tense (`Claimed`). Requests that
-need an answer carry `corr_id` (the correlation id; `request_id` is already the public
-name of a recipient row, the one in the pixel URL) and `reply_to`, the name of the
-asker's inbox. Everything is a frozen, slotted dataclass so it pickles small and cannot
+need an answer carry `corr_id` (the correlation id; `request_id` is the public name of a
+recipient row, in the pixel URL and the SES tag; inside, the row is `recipient_id`) and
+`reply_to`, the name of the asker's inbox. Everything is a frozen, slotted dataclass so it pickles small and cannot
 be changed on the way.
 """
 
@@ -298,7 +298,8 @@ class SesEvent(Message):
     subtype: str
     email: str
     ses_message_id: str
-    request_id: int | None
+    # Our row, from the mail's `request_id` tag (the public name of a recipient row).
+    recipient_id: int | None
     occurred_at_ms: int
 
 

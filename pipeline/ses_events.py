@@ -85,7 +85,7 @@ def parse(sns_message_id: str, message: str) -> list[SesEvent] | None:
         raise InvalidEvent(f"an SES event names at most {MAX_RECIPIENTS} recipients; this one names {len(emails)}")
     occurred = _millis(detail.get("timestamp") or mail.get("timestamp"))
     subtype, ses_message_id = _text(_subtype(kind, detail)), _text(str(mail.get("messageId") or ""))
-    request_id = _request_id(mail)
+    recipient_id = _tagged_recipient(mail)
     return [
         SesEvent(
             sns_message_id=sns_message_id,
@@ -93,7 +93,7 @@ def parse(sns_message_id: str, message: str) -> list[SesEvent] | None:
             subtype=subtype,
             email=_text(email),
             ses_message_id=ses_message_id,
-            request_id=request_id,
+            recipient_id=recipient_id,
             occurred_at_ms=occurred,
         )
         for email in emails
@@ -140,7 +140,7 @@ def _subtype(kind: str, detail: dict[str, Any]) -> str:
     return ""
 
 
-def _request_id(mail: dict[str, Any]) -> int | None:
+def _tagged_recipient(mail: dict[str, Any]) -> int | None:
     """Our tag, as event publishing carries it: mail.tags.request_id[0], a rowid.
 
     A number outside 1..2**63-1 is no rowid of ours: the event is refused, not half-read.

@@ -73,8 +73,8 @@ class Matched:
 def match(conn: sqlite3.Connection, event: SesEvent) -> Matched | None:
     """Our tag first (it works even before the send's outcome is written), then SES's id."""
     row = None
-    if event.request_id is not None:
-        row = conn.execute("SELECT id, email, topic_id FROM recipients WHERE id = ?", (event.request_id,)).fetchone()
+    if event.recipient_id is not None:
+        row = conn.execute("SELECT id, email, topic_id FROM recipients WHERE id = ?", (event.recipient_id,)).fetchone()
     if row is None and event.ses_message_id:
         row = conn.execute(
             "SELECT id, email, topic_id FROM recipients WHERE message_id = ?", (event.ses_message_id,)

@@ -53,7 +53,7 @@ class Effects:
     demand: int = 0
     # Slots given back: the dispatcher may start calls again.
     freed: int = 0
-    # Something may be ready to dispatch.
+    # Something may be due to dispatch.
     work: bool = False
     # Outcomes wait to be flushed.
     flush: bool = False
@@ -180,7 +180,7 @@ class Ledger:
         return self.slots_used < self.in_flight_limit
 
     def work_delay_s(self, now: float) -> float | None:
-        """0 when a recipient is ready now, else how long until a retry is due (None: nothing)."""
+        """0 when a recipient is due now, else how long until a retry is due (None: nothing)."""
         if self.queued:
             return 0.0
         if self.retrying:
@@ -188,7 +188,7 @@ class Ledger:
         return None
 
     def start_call(self, now: float) -> Recipient | None:
-        """Take a slot and the next recipient (a due retry first), or None when nothing is ready."""
+        """Take a slot and the next recipient (a due retry first), or None when nothing is due."""
         if not self.can_start():
             raise InvariantBroken("a call was started without a free slot")
         if self.retrying and self.retrying[0][0] <= now:

@@ -49,9 +49,9 @@ def claimed(conn: sqlite3.Connection, emails: tuple[str, ...]) -> list[int]:
     return [r.recipient_id for r in claim_due(conn, ClaimDue(1, "s", 100, 1), ClaimState()).recipients]
 
 
-def event(sns_id: str, kind: str, email: str, ses_id: str = "", request_id: int | None = None) -> SesEvent:
+def event(sns_id: str, kind: str, email: str, ses_id: str = "", recipient_id: int | None = None) -> SesEvent:
     subtype = "Permanent/General" if kind == "bounce" else "abuse" if kind == "complaint" else ""
-    return SesEvent(sns_id, kind, subtype, email, ses_id, request_id, 5)
+    return SesEvent(sns_id, kind, subtype, email, ses_id, recipient_id, 5)
 
 
 def record(conn: sqlite3.Connection, *seen: SesEvent) -> EventsRecorded:
@@ -82,20 +82,20 @@ def test_an_early_event_is_linked_when_the_outcome_with_its_message_id_arrives(c
 def test_unmatched_events_and_events_about_other_addresses_suppress_nothing(conn: sqlite3.Connection) -> None:
     (rid,) = claimed(conn, ("ours@x.io",))
     record(conn, event("sns-1", "complaint", "victim@x.io", ses_id="nobody"))
-    record(conn, event("sns-2", "bounce", "victim@x.io", request_id=rid))
+    record(conn, event("sns-2", "bounce", "victim@x.io", recipient_id=rid))
     assert suppressed(conn) == set()
-    record(conn, event("sns-3", "complaint", "OURS@x.io", request_id=rid))
+    record(conn, event("sns-3", "complaint", "OURS@x.io", recipient_id=rid))
     assert suppressed(conn) == {"ours@x.io"}
 
 
 def test_result_counts_count_each_recipient_once_per_kind(conn: sqlite3.Connection) -> None:
     a, b = claimed(conn, ("a@x.io", "b@x.io"))
-    record(conn, event("s1", "delivery", "a@x.io", request_id=a))
-    record(conn, event("s2", "delivery", "a@x.io", request_id=a))  # SES sent it twice under two ids
-    record(conn, event("s3", "delivery", "b@x.io", request_id=b))
-    record(conn, event("s4", "bounce", "b@x.io", request_id=b))
-    record(conn, event("s5", "open", "b@x.io", request_id=b))
-    record(conn, event("s6", "delivery_delay", "a@x.io", request_id=a))
+    record(conn, event("s1", "delivery", "a@x.io", recipient_id=a))
+    record(conn, event("s2", "delivery", "a@x.io", recipient_id=a))  # SES sent it twice under two ids
+    record(conn, event("s3", "delivery", "b@x.io", recipient_id=b))
+    record(conn, event("s4", "bounce", "b@x.io", recipient_id=b))
+    record(conn, event("s5", "open", "b@x.io", recipient_id=b))
+    record(conn, event("s6", "delivery_delay", "a@x.io", recipient_id=a))
     assert original_result_counts(counters(conn)) == {
         "Delivery": 2,
         "Bounce": 1,
@@ -110,9 +110,9 @@ def test_a_request_that_raises_anything_rolls_back_alone(conn: sqlite3.Connectio
     once crashed the recorder; now each fails alone, answered, and the batch commits."""
     (rid,) = claimed(conn, ("a@x.io",))
     store = StoreMessages(3, "ingest", (NewMessage("t", "S", "<p>x</p>", ("b@x.io",)),), 0, CampaignFacts(1))
-    overflow = RecordEvents(4, "ingest", "sns-o", "{}", (event("sns-o", "delivery", "a@x.io", request_id=2**64),))
+    overflow = RecordEvents(4, "ingest", "sns-o", "{}", (event("sns-o", "delivery", "a@x.io", recipient_id=2**64),))
     surrogate = RecordEvents(5, "ingest", "sns-s", "{}", (event("sns-s", "delivery", "\ud800@x.io"),))
-    good = RecordEvents(6, "ingest", "sns-g", "{}", (event("sns-g", "delivery", "a@x.io", request_id=rid),))
+    good = RecordEvents(6, "ingest", "sns-g", "{}", (event("sns-g", "delivery", "a@x.io", recipient_id=rid),))
     replies = dict(
         (r.corr_id, r) for _, r in apply_batch(Writer(conn), LOG, [store, overflow, surrogate, good], Counter())
     )

@@ -10,7 +10,7 @@ from tests.fakes.fake_sns import ses_event
 
 def test_configuration_set_bounce_with_tag() -> None:
     [event] = parse("sns-1", json.dumps(ses_event("Bounce", "ses-1", "a@x.io", request_id=42))) or []
-    assert (event.kind, event.subtype, event.email, event.request_id, event.ses_message_id) == (
+    assert (event.kind, event.subtype, event.email, event.recipient_id, event.ses_message_id) == (
         "bounce",
         "Permanent/General",
         "a@x.io",
@@ -22,7 +22,7 @@ def test_configuration_set_bounce_with_tag() -> None:
 
 def test_identity_notification_has_no_tag() -> None:
     [event] = parse("sns-1", json.dumps(ses_event("Delivery", "ses-1", "a@x.io", 42, identity_format=True))) or []
-    assert event.kind == "delivery" and event.request_id is None
+    assert event.kind == "delivery" and event.recipient_id is None
 
 
 def test_every_event_type_as_ses_spells_it() -> None:

@@ -1,11 +1,21 @@
 """The restart policy and the child state machine, pure: every call takes `now`.
 
-The supervisor loop asks this module what to do; it makes no os calls itself, so
-tests replay whole histories with a fake clock (honcho's HISTORIES).
+The tree (pipeline/tree.py) asks `RestartTracker` what to do after a death. Neither
+makes os calls, so tests replay whole histories with a fake clock (honcho's
+HISTORIES). The tree's own phases are diagrammed in pipeline/tree.py.
 
-    STARTING --ready--> RUNNING --exit--> EXITED --policy--> BACKOFF --delay--> STARTING
-        |                                    |
-        +--------exit before ready-----------+--too many / never-retry code--> FATAL
+Child states, one per stage (ingest reads them for /ready):
+
+    STOPPED --spawned--> STARTING --ready--> RUNNING
+                           |   |                |   |
+                           |   +----TERMed by---|---+--> STOPPING --exited--> EXITED
+                           |        the tree    |          (a stop, or a tree restart: EXITED
+                           |                    |           until the tree starts it again)
+                           +-------died---------+--> EXITED --policy--> BACKOFF --delay--> STARTING
+                                                        |
+                                                        +--never-retry code / flapping--> FATAL
+
+A stage that never says ready is killed at its boot deadline and counts as died.
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
 """Bounded queues between stages, and their bridge into asyncio.
 
 Only the supervisor creates queues (`create_inboxes`); `WRITES_TO` is the one table of
-who writes to whom. Each stage reads its inbox through one thread blocked in `get()`;
-that thread holds at most `LOCAL_BUFFER` unread items, so a slow stage slows its
-producers instead of growing memory. On exit the runtime wakes and joins the thread,
-so the queue's read lock is released (see STYLE.md, "Queues can be poisoned").
+who writes to whom. A stage sees its channels only as `StageInbox` and `StageOutbox`,
+so a test can run it on in-memory ones (`pipeline/memory_channels.py`). Each stage
+reads its inbox through one thread blocked in `get()`; that thread holds at most
+`LOCAL_BUFFER` unread items, so a slow stage slows its producers instead of growing
+memory. On exit the runtime wakes and joins the thread, so the queue's read lock is
+released (see STYLE.md, "Queues can be poisoned").
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from multiprocessing.context import SpawnContext
 from multiprocessing.queues import Queue
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar
 
 from pipeline.messages import Message, WakeUp
 
@@ -26,10 +28,15 @@ log = logging.getLogger(__name__)
 
 # Start order; shutdown is driven by data (EndOfStream), not by order.
 STAGES: Final = ("recorder", "sender", "scheduler", "ingest")
+# Every edge is used (tests/unit/test_topology.py checks the code against this table):
 WRITES_TO: Final[Mapping[str, tuple[str, ...]]] = {
+    # the recorder: every write; the scheduler: WorkAdded; the sender: HoldTopic, GetQuota
     "ingest": ("recorder", "scheduler", "sender"),
+    # the recorder: ClaimDue; the sender: Deliver
     "scheduler": ("recorder", "sender"),
+    # the recorder: RecordOutcomes, HoldTopicRows; the scheduler: Demand; ingest: QuotaReport
     "sender": ("recorder", "scheduler", "ingest"),
+    # each answer to its request's reply_to (and TopicHeld to the sender too)
     "recorder": ("ingest", "scheduler", "sender"),
 }
 INBOX_SIZE: Final = 1024
@@ -42,8 +49,42 @@ else:
     AnyQueue = Queue
 
 
+Channel = TypeVar("Channel")
+
+
 class ChannelFull(Exception):
     """The receiving stage did not take the message in time."""
+
+
+class StageInbox(Protocol):
+    """What a stage reads: its messages in arrival order. A `WakeUp` means "check `stopping`"."""
+
+    async def get(self) -> Message:
+        """The next message, waiting as long as it takes."""
+        ...
+
+    async def get_within(self, timeout_s: float) -> Message | None:
+        """The next message, or None when `timeout_s` passes first."""
+        ...
+
+    def get_nowait(self) -> Message | None:
+        """The next message if one is here already (group commits take what is queued)."""
+        ...
+
+
+class StageOutbox(Protocol):
+    """Another stage's inbox, as a stage writes to it; named after its reader."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def put(self, message: Message, timeout_s: float | None = None) -> None:
+        """Hand `message` over, waiting while the reader is full; ChannelFull after `timeout_s`."""
+        ...
+
+    def put_nowait(self, message: Message) -> bool:
+        """Hand over without waiting; False when the reader is full."""
+        ...
 
 
 def create_inboxes(ctx: SpawnContext) -> dict[str, AnyQueue]:
@@ -51,8 +92,8 @@ def create_inboxes(ctx: SpawnContext) -> dict[str, AnyQueue]:
     return {name: ctx.Queue(INBOX_SIZE) for name in STAGES}
 
 
-def outboxes_of(stage: str, inboxes: Mapping[str, AnyQueue]) -> dict[str, AnyQueue]:
-    """The queues `stage` may write to, by the name of their reader."""
+def outboxes_of(stage: str, inboxes: Mapping[str, Channel]) -> dict[str, Channel]:
+    """The channels `stage` may write to, by the name of their reader."""
     return {target: inboxes[target] for target in WRITES_TO[stage]}
 
 
@@ -64,7 +105,7 @@ def release_queues(queues: Iterable[AnyQueue]) -> None:
 
 
 class Inbox:
-    """A stage's inbox as an asyncio source, fed by one reader thread."""
+    """A stage's inbox (a `StageInbox`) over a multiprocessing queue, fed by one reader thread."""
 
     def __init__(self, source: AnyQueue, stage: str) -> None:
         self._source = source
@@ -140,7 +181,7 @@ class Inbox:
 
 
 class Outbox:
-    """A queue another stage reads; `put` waits (off the loop) while it is full."""
+    """A `StageOutbox` over the queue another stage reads; `put` waits (off the loop) while it is full."""
 
     def __init__(self, target: AnyQueue, name: str) -> None:
         self._target = target
@@ -198,7 +239,7 @@ class PendingReplies(Generic[R]):
         future.set_result(reply)
         return True
 
-    async def ask(self, outbox: Outbox, build: Callable[[int], Message], timeout_s: float) -> R:
+    async def ask(self, outbox: StageOutbox, build: Callable[[int], Message], timeout_s: float) -> R:
         """Send the request `build(corr_id)` and wait for its reply; TimeoutError or ChannelFull."""
         corr_id, future = self.open()
         try:

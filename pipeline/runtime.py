@@ -25,7 +25,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from config.settings import ConfigError, Settings
-from pipeline.channels import AnyQueue, Inbox, Outbox
+from pipeline.channels import AnyQueue, Inbox, Outbox, StageInbox, StageOutbox
 from pipeline.exitcodes import ExitCode
 from pipeline.scrub import make_before_breadcrumb, make_before_send
 from pipeline.supervision import StageStates
@@ -39,12 +39,15 @@ class BootError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class StageContext:
-    """What a stage gets: arq's `ctx`, typed and immutable."""
+    """What a stage gets: arq's `ctx`, typed and immutable.
+
+    The channels are Protocols: queues between processes here, in memory in stage tests.
+    """
 
     name: str
     settings: Settings
-    inbox: Inbox
-    outboxes: Mapping[str, Outbox]
+    inbox: StageInbox
+    outboxes: Mapping[str, StageOutbox]
     stopping: asyncio.Event
     log: logging.Logger
     ready: Callable[[], None]

@@ -278,6 +278,9 @@ class Sender:
         deadline = loop.time() + max(self.ctx.settings.shutdown_timeout_s - DRAIN_MARGIN_S, 0.2)
         if self.tasks:
             await asyncio.wait(set(self.tasks), timeout=max(0.0, deadline - loop.time()))
+        # Work already in the inbox behind the stop goes back to pending with the rest.
+        while (message := self.ctx.inbox.get_nowait()) is not None:
+            self.on_message(message)
         self.apply(self.ledger.release_unsent())
         await self.flush()
         while self.ledger.unacked and (left := deadline - loop.time()) > 0:

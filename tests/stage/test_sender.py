@@ -86,3 +86,21 @@ async def test_a_stop_hands_unsent_work_back_and_leaves_nothing_claimed(settings
     assert set(counts) <= {"sent", "pending"} and sum(counts.values()) == room
     assert counts.get("pending", 0) > 0
     assert len(eml_files(slow.ses.outbox_dir)) == counts.get("sent", 0)
+
+
+async def test_work_delivered_behind_the_stop_goes_back_to_pending(
+    pipeline: MemoryPipeline, start: StartStage, settings: Settings
+) -> None:
+    # Given work claimed for the sender and a stop that reaches it before the Deliver does
+    start(pipeline, "recorder")
+    await pipeline.ready["recorder"].wait()
+    sender = start(pipeline, "sender")
+    room = await demand(pipeline)
+    claimed = await stored_and_claimed(pipeline, ("a@example.org", "b@example.org"), room)
+    assert statuses(settings.database_path) == {"sending": 2}
+    pipeline.stop("sender")
+    pipeline.tell("sender", Deliver(claimed.recipients, claimed.claim_seq))
+    await finished(sender)
+    # Then nothing is sent and nothing stays claimed: both are pending again
+    await eventually(lambda: statuses(settings.database_path) == {"pending": 2}, what="both rows pending again")
+    assert not eml_files(settings.ses.outbox_dir)

@@ -39,6 +39,9 @@ WRITES_TO: Final[Mapping[str, tuple[str, ...]]] = {
     # each answer to its request's reply_to (and TopicHeld to the sender too)
     "recorder": ("ingest", "scheduler", "sender"),
 }
+# The stages that write to the recorder. The recorder serves until each has sent
+# EndOfStream; each sends it on every outbox when its `run(ctx)` ends (pipeline.runtime).
+PRODUCERS: Final = frozenset(name for name, targets in WRITES_TO.items() if "recorder" in targets)
 INBOX_SIZE: Final = 1024
 LOCAL_BUFFER: Final = 256
 PUT_SLICE_S: Final = 0.5

@@ -25,12 +25,15 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from config.settings import ConfigError, Settings
-from pipeline.channels import AnyQueue, Inbox, Outbox, StageInbox, StageOutbox
+from pipeline.channels import PRODUCERS, AnyQueue, ChannelFull, Inbox, Outbox, StageInbox, StageOutbox
 from pipeline.exitcodes import ExitCode
+from pipeline.messages import EndOfStream
 from pipeline.scrub import make_before_breadcrumb, make_before_send
 from pipeline.supervision import StageStates
 
 FLUSH_TIMEOUT_S = 1.0
+# How long a stopping stage waits for room to say EndOfStream on each outbox.
+END_OF_STREAM_TIMEOUT_S = 0.5
 
 
 class BootError(Exception):
@@ -185,12 +188,33 @@ async def _main(spec: StageSpec, log: logging.Logger) -> None:
         states=spec.states,
     )
     try:
-        await resolve_entry(spec.entry)(ctx)
+        await run_to_the_end(resolve_entry(spec.entry), ctx)
     finally:
         # Joined in a worker thread so a slow join cannot stall the loop's other cleanup.
         clean = await asyncio.to_thread(inbox.close)
         if not clean:
             log.warning("inbox reader did not stop in time")
+
+
+async def run_to_the_end(main: StageMain, ctx: StageContext) -> None:
+    """The stage's `run(ctx)`, then, from a producer, EndOfStream on every outbox: the
+    recorder serves until each producer has said it (the one place it is sent)."""
+    try:
+        await main(ctx)
+    except Exception:
+        await announce_end(ctx)
+        raise
+    await announce_end(ctx)
+
+
+async def announce_end(ctx: StageContext) -> None:
+    if ctx.name not in PRODUCERS:
+        return
+    for name, outbox in ctx.outboxes.items():
+        try:
+            await outbox.put(EndOfStream(ctx.name), timeout_s=END_OF_STREAM_TIMEOUT_S)
+        except ChannelFull:
+            ctx.log.warning("could not tell %s that the %s stopped", name, ctx.name)
 
 
 def resolve_entry(entry: str) -> StageMain:

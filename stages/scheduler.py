@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.channels import ChannelFull
 from pipeline.clock import now_ms
-from pipeline.messages import ClaimDue, Claimed, Deliver, Demand, EndOfStream, Message, WorkAdded
+from pipeline.messages import ClaimDue, Claimed, Deliver, Demand, Message, WorkAdded
 from pipeline.runtime import StageContext
 
 PAGE_SIZE = 500
@@ -74,7 +73,7 @@ async def run(ctx: StageContext) -> None:
     """Claim due work for the sender until told to stop."""
     state = SchedulerState()
     ctx.ready()
-    recorder, sender = ctx.outboxes["recorder"], ctx.outboxes["sender"]
+    recorder = ctx.outboxes["recorder"]
     corr_ids = iter(range(1, 2**62))
     while not ctx.stopping.is_set():
         now = now_ms()
@@ -88,11 +87,6 @@ async def run(ctx: StageContext) -> None:
         if message is not None:
             await handle(ctx, state, message)
     ctx.log.info("scheduler done: %d recipient(s) claimed", state.claimed_total)
-    for outbox in (recorder, sender):
-        try:
-            await outbox.put(EndOfStream("scheduler"), timeout_s=1.0)
-        except ChannelFull:
-            ctx.log.warning("could not tell %s that the scheduler stopped", outbox.name)
 
 
 async def handle(ctx: StageContext, state: SchedulerState, message: Message) -> None:

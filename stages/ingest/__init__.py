@@ -2,7 +2,7 @@
 
 Replies from the recorder arrive on our inbox and complete the waiting handlers. On
 stopping, the site stops accepting, in-flight requests finish (their replies still
-flow), and EndOfStream goes to every stage we write to.
+flow), and then the runtime sends EndOfStream to every stage we write to.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import logging
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from pipeline.channels import ChannelFull, PendingReplies
-from pipeline.messages import EndOfStream, Message
+from pipeline.channels import PendingReplies
+from pipeline.messages import Message
 from pipeline.runtime import BootError, StageContext
 from stages.ingest.app import make_app
 
@@ -57,11 +57,6 @@ async def run(ctx: StageContext) -> None:
         dispatcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await dispatcher
-        for name, outbox in ctx.outboxes.items():
-            try:
-                await outbox.put(EndOfStream("ingest"), timeout_s=0.5)
-            except ChannelFull:
-                ctx.log.warning("could not tell %s that ingest stopped", name)
 
 
 def quiet_malformed_requests(record: logging.LogRecord) -> bool:

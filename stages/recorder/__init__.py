@@ -14,7 +14,7 @@ import logging
 import sqlite3
 from collections import Counter
 
-from pipeline.channels import WRITES_TO, ChannelFull, describe
+from pipeline.channels import PRODUCERS, ChannelFull, describe
 from pipeline.clock import now_ms
 from pipeline.db.original import OriginalDatabase
 from pipeline.db.schema import open_writer, tracking_key
@@ -44,7 +44,6 @@ REPLY_TIMEOUT_S = 2.0
 PURGE_EVERY_MS = 3_600_000
 # Leave the supervisor's kill deadline some room for our own exit.
 DRAIN_MARGIN_S = 0.5
-PRODUCERS = frozenset(name for name, targets in WRITES_TO.items() if "recorder" in targets)
 
 Reply = tuple[str, Message]
 

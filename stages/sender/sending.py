@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pipeline.backoff import jittered_backoff_s
-from pipeline.channels import ChannelFull
 from pipeline.clock import now_ms
 from pipeline.gate import SendGate
 from pipeline.limiter import RateLimiter
@@ -26,7 +25,6 @@ from pipeline.mail import MailNotBuildable, build
 from pipeline.messages import (
     Deliver,
     Demand,
-    EndOfStream,
     GetQuota,
     HoldTopic,
     Message,
@@ -80,7 +78,7 @@ class Sender:
     # --- the stage's life ----------------------------------------------------------------
 
     async def serve(self) -> None:
-        """Send until stopping, then drain: finish calls, release the rest, flush, EndOfStream."""
+        """Send until stopping, then drain: finish calls, release the rest, flush (the runtime says EndOfStream)."""
         self.ask_for_work(self.ledger.demand())
         dispatcher = asyncio.create_task(self.dispatch(), name="dispatch")
         flusher = asyncio.create_task(self.flush_loop(), name="flush")
@@ -94,7 +92,6 @@ class Sender:
         finally:
             dispatcher.cancel()
             flusher.cancel()
-            await self.end_streams()
         self.ctx.log.info("sender done: %s", dict(self.counts) or "nothing sent")
 
     def on_message(self, message: Message) -> None:
@@ -291,9 +288,3 @@ class Sender:
         if self.ledger.unacked:
             self.ctx.log.warning("%d outcome batch(es) not acknowledged at exit", len(self.ledger.unacked))
 
-    async def end_streams(self) -> None:
-        for name in ("recorder", "scheduler"):
-            try:
-                await self.ctx.outboxes[name].put(EndOfStream("sender"), timeout_s=0.5)
-            except ChannelFull:
-                self.ctx.log.warning("could not tell %s that the sender stopped", name)

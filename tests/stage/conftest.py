@@ -18,7 +18,7 @@ import pytest
 
 from config.settings import SesSettings, Settings
 from pipeline.memory_channels import MemoryPipeline
-from pipeline.runtime import StageContext
+from pipeline.runtime import StageContext, run_to_the_end
 from tests.stage.harness import StartStage
 
 
@@ -45,7 +45,7 @@ async def start() -> AsyncIterator[StartStage]:
 
     def start_stage(pipeline: MemoryPipeline, stage: str) -> asyncio.Task[None]:
         run: Callable[[StageContext], Coroutine[Any, Any, None]] = importlib.import_module(f"stages.{stage}").run
-        task = asyncio.create_task(run(pipeline.context(stage)), name=stage)
+        task = asyncio.create_task(run_to_the_end(run, pipeline.context(stage)), name=stage)
         tasks.append(task)
         return task
 

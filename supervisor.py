@@ -127,12 +127,12 @@ class Supervisor:
         self.tree.start(time.monotonic())
         self.processes.publish(self.tree.states)
         while self.tree.phase is not Phase.HALTED:
-            ready = wait([*self.waitables(), wake_r], timeout=self.timeout_s())
-            if wake_r in ready:
+            readable = wait([*self.waitables(), wake_r], timeout=self.timeout_s())
+            if wake_r in readable:
                 wake_r.recv(4096)
             while self.signals:
                 self.handle_signal(self.signals.pop(0))
-            for obj in ready:
+            for obj in readable:
                 self.on_readable(obj)
             self.tree.tick(time.monotonic())
             self.processes.publish(self.tree.states)

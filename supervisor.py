@@ -31,6 +31,7 @@ from typing import Any
 from config.settings import ConfigError, Settings, load_from_process
 from pipeline.channels import STAGES, AnyQueue, create_inboxes, outboxes_of, release_queues
 from pipeline.exitcodes import ExitCode
+from pipeline.guardrails import SES_REVIEW_BOUNCE_RATE, SES_REVIEW_COMPLAINT_RATE
 from pipeline.runtime import StageSpec, configure_logging, run_stage
 from pipeline.supervision import ChildState, StageStates
 from pipeline.tree import Phase, Tree
@@ -203,6 +204,23 @@ def warn_about(settings: Settings) -> None:
     elif not settings.sns.topic_arns:
         log.warning("SES events are off until SNS_TOPIC_ARNS is set: the webhook refuses every notification")
     log.info("scheduled_at without an offset is read as %s time (TIMEZONE)", settings.timezone)
+    if settings.ses.backend == "ses" and not settings.server_url.startswith("https://"):
+        log.warning(
+            "SERVER_URL is not https: Gmail and Yahoo ignore a one-click unsubscribe link"
+            " that is not (RFC 8058); set SERVER_URL to the public https URL",
+        )
+    if (
+        settings.guard.bounce_rate >= SES_REVIEW_BOUNCE_RATE
+        or settings.guard.complaint_rate >= SES_REVIEW_COMPLAINT_RATE
+    ):
+        log.warning(
+            "GUARD_BOUNCE_RATE %g / GUARD_COMPLAINT_RATE %g: at or above the rates at which SES reviews"
+            " the account (%g / %g); the guard will not stop a list before SES does",
+            settings.guard.bounce_rate,
+            settings.guard.complaint_rate,
+            SES_REVIEW_BOUNCE_RATE,
+            SES_REVIEW_COMPLAINT_RATE,
+        )
     if settings.ses.backend == "ses" and settings.server_url_is_local:
         log.warning(
             "SERVER_URL is %s: recipients cannot reach the tracking pixel; set it to the public URL",

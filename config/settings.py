@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Final, Literal, TypeVar
 from urllib.parse import urlsplit
 
+from pipeline.unsubscribe import DEFAULT_HTML_FOOTER
+
 EmailBackend = Literal["ses", "outbox"]
 LOG_LEVELS: Final = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 # The standard AWS chain finds credentials in any of these; `auto` treats them as "an account".
@@ -82,6 +84,28 @@ class SnsSettings:
     auto_confirm: bool = True
 
 
+@dataclass(frozen=True, slots=True)
+class ListSettings:
+    """What bulk mail carries so that Gmail and Yahoo accept it: one-click unsubscribe
+    (RFC 8058), a visible link, and the name on the unsubscribe pages."""
+
+    org_name: str = "ses-sender"
+    # UNSUBSCRIBE_MAILTO: a mailto: alternative in List-Unsubscribe.
+    mailto: str | None = None
+    # The HTML footer added when the content places no {{unsubscribe_url}}; None: off.
+    footer: str | None = DEFAULT_HTML_FOOTER
+
+
+@dataclass(frozen=True, slots=True)
+class GuardSettings:
+    """The reputation guard: pause a topic (or all sending) before SES reviews the account
+    (5% bounces, 0.1% complaints)."""
+
+    bounce_rate: float = 0.04
+    complaint_rate: float = 0.0008
+    min_sent: int = 200
+
+
 MIN_SECRET_CHARS: Final = 32
 ALL_INTERFACES: Final = "0.0.0.0"
 
@@ -131,6 +155,8 @@ class Settings:
     ses: SesSettings = field(default_factory=SesSettings)
     sns: SnsSettings = field(default_factory=SnsSettings)
     restart: RestartPolicy = field(default_factory=RestartPolicy)
+    lists: ListSettings = field(default_factory=ListSettings)
+    guard: GuardSettings = field(default_factory=GuardSettings)
 
     @property
     def server_url_is_local(self) -> bool:
@@ -347,6 +373,41 @@ def _sns(reader: _Reader) -> SnsSettings:
     )
 
 
+def _lists(reader: _Reader, server_url: str) -> ListSettings:
+    from pipeline.unsubscribe import footer_setting, settings_problems
+
+    mailto = reader.raw("UNSUBSCRIBE_MAILTO")
+    problems = settings_problems(server_url, mailto)
+    reader.problems.extend(problems)
+    try:
+        footer = footer_setting(reader.raw("UNSUBSCRIBE_FOOTER"))
+    except ValueError as problem:
+        reader.problems.append(f"UNSUBSCRIBE_FOOTER: {problem}")
+        footer = DEFAULT_HTML_FOOTER
+    return ListSettings(
+        org_name=reader.raw("ORG_NAME") or ListSettings().org_name,
+        mailto=None if any(p.startswith("UNSUBSCRIBE_MAILTO") for p in problems) else mailto,
+        footer=footer,
+    )
+
+
+def _guard(reader: _Reader) -> GuardSettings:
+    defaults = GuardSettings()
+    return GuardSettings(
+        bounce_rate=_rate(reader, "GUARD_BOUNCE_RATE", defaults.bounce_rate),
+        complaint_rate=_rate(reader, "GUARD_COMPLAINT_RATE", defaults.complaint_rate),
+        min_sent=reader.integer("GUARD_MIN_SENT", defaults.min_sent, low=1, high=1_000_000_000),
+    )
+
+
+def _rate(reader: _Reader, name: str, default: float) -> float:
+    value = reader.number(name, default, minimum=0, strict=False)
+    if value > 1:
+        reader.problems.append(f"{name}: a rate between 0 and 1 (0.04 is 4%), got {value:g}")
+        return default
+    return value
+
+
 def _server_host(reader: _Reader, auth: AuthSettings) -> tuple[str, str]:
     """SERVER_HOST when set; else every interface, or loopback only while the API is open."""
     host = reader.raw("SERVER_HOST")
@@ -366,9 +427,10 @@ def load(environ: Mapping[str, str]) -> Settings:
     port = reader.integer(port_name, defaults.server_port, low=0, high=65535)
     auth = _auth(reader)
     host, host_reason = _server_host(reader, auth)
+    # The pixel and the unsubscribe link must reach this server: without SERVER_URL it follows the port.
+    server_url = _server_url(reader, f"http://localhost:{port or defaults.server_port}")
     settings = Settings(
-        # The pixel must reach this server: without SERVER_URL it follows the port.
-        server_url=_server_url(reader, f"http://localhost:{port or defaults.server_port}"),
+        server_url=server_url,
         server_host=host,
         server_host_reason=host_reason,
         server_port=port,
@@ -396,6 +458,8 @@ def load(environ: Mapping[str, str]) -> Settings:
             max_restarts=reader.integer("RESTART_MAX_IN_WINDOW", 5, low=0, high=1000),
             window_s=reader.number("RESTART_WINDOW_S", 120.0, minimum=0),
         ),
+        lists=_lists(reader, server_url),
+        guard=_guard(reader),
     )
     if reader.problems:
         raise ConfigError(reader.problems)

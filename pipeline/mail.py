@@ -1,8 +1,11 @@
-"""What one recipient's email is: content prepared once per message, pixel per recipient.
+"""What one recipient's email is: content prepared once per message, pixel and link per recipient.
 
 The HTML reaches SES byte for byte except for exactly one tracking pixel, inserted
-before the last `</body>` (or appended). The plain-text alternative comes from the
-HTML once per message (inscriptis), not once per recipient.
+before the last `</body>` (or appended), each `{{unsubscribe_url}}` filled with the
+recipient's link, and, when the content places no link and the message is not
+transactional, the unsubscribe footer before the pixel. The plain-text alternative
+comes from the HTML once per message (inscriptis), not once per recipient, and gets
+the link too (pipeline/unsubscribe.py has the link's format and the footers).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 import inscriptis
+
+from pipeline.unsubscribe import LinkSlots, has_link, link_slots, prepare_text, text_footer
 
 BODY_CLOSE = re.compile(r"</body\s*>", re.IGNORECASE)
 TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -29,12 +34,22 @@ class MailNotBuildable(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class PreparedContent:
-    """A message's content split where the pixel goes."""
+    """A message's content split where the pixel goes, and where each recipient's link goes."""
 
     subject: str
-    html_before: str
-    html_after: str
-    text: str
+    html_before: LinkSlots
+    html_after: LinkSlots
+    text: LinkSlots
+    list_id: str | None = None
+    transactional: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    """One recipient's unsubscribe link and the headers that carry it (RFC 8058, RFC 2919)."""
+
+    url: str
+    headers: tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,13 +60,32 @@ class OutgoingMail:
     html: str
     text: str
     tags: tuple[tuple[str, str], ...]
+    headers: tuple[tuple[str, str], ...] = ()
 
 
-def prepare(subject: str, html: str) -> PreparedContent:
-    """Split at the last </body> (or the end) and derive the text part."""
+def prepare(
+    subject: str, html: str, *, list_id: str | None = None, transactional: bool = False, footer: str | None = None
+) -> PreparedContent:
+    """Split at the last </body> (or the end), add the footer when it is due, and derive the text part.
+
+    `footer` is the HTML footer (UNSUBSCRIBE_FOOTER); None adds none.
+    """
     closings = [match.start() for match in BODY_CLOSE.finditer(html)]
     cut = closings[-1] if closings else len(html)
-    return PreparedContent(subject, html[:cut], html[cut:], inscriptis.get_text(html).strip())
+    text = inscriptis.get_text(html).strip()
+    if transactional or footer is None:
+        before, text_slots = html[:cut], link_slots(text, escape=False)
+    else:
+        before = html[:cut] if has_link(html) else html[:cut] + footer
+        text_slots = prepare_text(text, text_footer(footer))
+    return PreparedContent(
+        subject,
+        link_slots(before, escape=True),
+        link_slots(html[cut:], escape=True),
+        text_slots,
+        list_id,
+        transactional,
+    )
 
 
 def tag_value(text: str) -> str:
@@ -59,18 +93,29 @@ def tag_value(text: str) -> str:
     return TAG_UNSAFE.sub("_", text)[:TAG_MAX_CHARS]
 
 
-def build(content: PreparedContent, recipient_id: int, to: str, topic_id: str, pixel: str) -> OutgoingMail:
-    """One recipient's mail, with its pixel and the tags that let SES events find it."""
+def build(
+    content: PreparedContent,
+    recipient_id: int,
+    to: str,
+    topic_id: str,
+    pixel: str,
+    unsubscribe: Unsubscribe | None = None,
+) -> OutgoingMail:
+    """One recipient's mail, with its pixel, its link, its list headers (unless transactional)
+    and the tags that let SES events find it."""
     tags = [("request_id", str(recipient_id))]
     if topic_id:
         tags.append(("topic_id", tag_value(topic_id)))
+    url = unsubscribe.url if unsubscribe is not None else ""
+    headers = unsubscribe.headers if unsubscribe is not None and not content.transactional else ()
     return OutgoingMail(
         recipient_id=recipient_id,
         to=to,
         subject=content.subject,
-        html=content.html_before + pixel + content.html_after,
-        text=content.text,
+        html=content.html_before.fill(url) + pixel + content.html_after.fill(url),
+        text=content.text.fill(url),
         tags=tuple(tags),
+        headers=headers,
     )
 
 
@@ -94,6 +139,8 @@ def _to_mime(mail: OutgoingMail, sender: str) -> EmailMessage:
     )
     for name, value in mail.tags:
         message[f"X-SES-Tag-{name}"] = value
+    for name, value in mail.headers:
+        message[name] = value
     message.set_content(mail.text or " ", charset="utf-8")
     message.add_alternative(mail.html, subtype="html", charset="utf-8")
     return message

@@ -58,6 +58,10 @@ class NewMessage(Message):
     subject: str
     html: str
     emails: tuple[str, ...]
+    # The list it belongs to (List-Id; an unsubscribe leaves only this list), or None.
+    list_id: str | None = None
+    # Password resets and receipts: no unsubscribe headers or footer.
+    transactional: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +171,8 @@ class Recipient(Message):
     email: str
     topic_id: str
     content_id: int
+    # Its message's list, so that an unsubscribe from that list can withdraw it.
+    list_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +207,8 @@ class HoldTopic(Message):
     reply_to: str
     topic_id: str
     hold: Status
+    # Why, when the reputation guard paused it (shown as the topic's paused_reason).
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +221,7 @@ class HoldTopicRows(Message):
     topic_id: str
     hold: Status
     keep: tuple[int, ...]
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +234,45 @@ class TopicHeld(Message):
     hold: Status
     count: int
     found: bool
+    claim_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class HoldAddress(Message):
+    """An unsubscribe: stop all mail to `email` of `list_id` (None: all mail), the way a
+    cancel stops a topic, so it wins the same races. `recipient_id` is the row whose link
+    was used (its topic counts the unsubscribe)."""
+
+    corr_id: int
+    reply_to: str
+    recipient_id: int
+    email: str
+    list_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class HoldAddressRows(Message):
+    """Sender to recorder: suppress the address in that scope and withdraw its unsent rows
+    except `keep`."""
+
+    corr_id: int
+    reply_to: str
+    recipient_id: int
+    email: str
+    list_id: str | None
+    keep: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AddressHeld(Message):
+    """The address is suppressed in its scope; `count` unsent rows were withdrawn; `new` is
+    False when it already was. Sent to the asker and to the sender (the cut, as TopicHeld)."""
+
+    corr_id: int
+    email: str
+    list_id: str | None
+    count: int
+    new: bool
     claim_seq: int
 
 

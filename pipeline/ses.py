@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from config.settings import SesSettings
 from pipeline.mail import OutgoingMail, to_mime
+from pipeline.unsubscribe import MIME_POLICY
 
 CONNECT_TIMEOUT_S = 5
 READ_TIMEOUT_S = 30
@@ -96,6 +97,8 @@ class SesBackend:
             },
             "EmailTags": [{"Name": name, "Value": value} for name, value in mail.tags],
         }
+        if mail.headers:
+            request["Content"]["Simple"]["Headers"] = [{"Name": name, "Value": value} for name, value in mail.headers]
         if self.settings.configuration_set:
             request["ConfigurationSetName"] = self.settings.configuration_set
         response = await self.client.send_email(**request)
@@ -129,7 +132,9 @@ class OutboxBackend:
         self.folder.mkdir(parents=True, exist_ok=True)
 
     async def send(self, mail: OutgoingMail) -> str:
-        data = to_mime(mail, self.sender).as_bytes()  # MailNotBuildable fails this recipient alone
+        # MailNotBuildable fails this recipient alone. MIME_POLICY keeps List-Unsubscribe as
+        # written: the default policy would RFC 2047-encode its one long word (the URL).
+        data = to_mime(mail, self.sender).as_bytes(policy=MIME_POLICY)
         await self.admission()
         await asyncio.to_thread(_write_atomically, self.folder / f"{mail.recipient_id}.eml", data)
         return f"outbox-{uuid.uuid4()}"

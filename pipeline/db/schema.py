@@ -240,6 +240,28 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         FROM events e JOIN recipients r ON r.id = e.recipient_id GROUP BY r.topic_id, e.kind;
     """
     + COUNT_TRIGGERS,
+    # 6: one-click unsubscribe. A message may name its list (List-Id) or be transactional
+    # (no unsubscribe headers or footer); a suppression has a scope: '' is all mail, else
+    # the list an unsubscribe named. A topic paused by the reputation guard says why.
+    """
+    ALTER TABLE contents ADD COLUMN list_id TEXT;
+    ALTER TABLE contents ADD COLUMN transactional INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE suppressions_new (
+        email TEXT NOT NULL,
+        scope TEXT NOT NULL DEFAULT '',
+        reason TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '',
+        created_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (email, scope)
+    ) WITHOUT ROWID;
+    INSERT INTO suppressions_new SELECT email, '', reason, detail, created_at_ms FROM suppressions;
+    DROP TABLE suppressions;
+    ALTER TABLE suppressions_new RENAME TO suppressions;
+    ALTER TABLE topics ADD COLUMN paused_reason TEXT;
+    -- An unsubscribe withdraws the address's unsent rows; without this it would scan them all.
+    CREATE INDEX recipients_unsent_email ON recipients (lower(email))
+        WHERE status IN ('pending', 'paused', 'sending');
+    """,
 )
 TRACKING_KEY: Final = "tracking_hmac_key"
 BUSY_TIMEOUT_MS: Final = 5000

@@ -9,10 +9,10 @@ import aiosqlite
 from aiohttp import web
 
 from pipeline.channels import PendingReplies
-from pipeline.db.schema import read_only_uri
+from pipeline.db.schema import TRACKING_KEY, read_only_uri
 from pipeline.messages import Message
 from pipeline.runtime import StageContext
-from stages.ingest.keys import CTX, DB, HTTP, LIMITER, OPENS, REPLIES, SNS_KEYS
+from stages.ingest.keys import CTX, DB, HTTP, LIMITER, LINK_KEY, OPENS, REPLIES, SNS_KEYS
 from stages.ingest.opens import OpenBatcher
 from stages.ingest.ratelimit import make_limiter
 from stages.ingest.routes import setup_routes
@@ -50,6 +50,11 @@ async def open_database(app: web.Application) -> AsyncIterator[None]:
     uri = read_only_uri(app[CTX].settings.database_path)
     async with aiosqlite.connect(uri, uri=True) as db:
         app[DB] = db
+        async with db.execute("SELECT value FROM server_secrets WHERE name = ?", (TRACKING_KEY,)) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            raise LookupError("the database has no installation key; has the recorder migrated it?")
+        app[LINK_KEY] = bytes.fromhex(row[0])
         yield
 
 

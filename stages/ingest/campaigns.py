@@ -16,7 +16,7 @@ from config.settings import Settings
 from pipeline.messages import CampaignFacts, NewMessage
 from stages.ingest.addresses import InvalidAddress, normalise
 from stages.ingest.errors import ApiError
-from stages.ingest.schemas import NO_CONTROL_CHARACTERS, CampaignIn, MessageIn, conforms, decode
+from stages.ingest.schemas import LIST_ID_PATTERN, NO_CONTROL_CHARACTERS, CampaignIn, MessageIn, conforms, decode
 
 # Every character str.splitlines() breaks at: the email package refuses them all in a header.
 LINE_SEPARATORS = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
@@ -71,7 +71,16 @@ def parse_campaign(body: bytes, settings: Settings, now: datetime) -> Campaign:
         rejected.extend(message_rejected)
         duplicates += message_duplicates
         if emails:
-            stored.append(NewMessage(message.topic_id or "", message.subject, message.content, emails))
+            stored.append(
+                NewMessage(
+                    message.topic_id or "",
+                    message.subject,
+                    message.content,
+                    emails,
+                    message.list_id,
+                    message.transactional,
+                )
+            )
     due = scheduled or now
     return Campaign(tuple(stored), int(due.timestamp() * 1000), scheduled, total, tuple(rejected), duplicates)
 
@@ -79,6 +88,13 @@ def parse_campaign(body: bytes, settings: Settings, now: datetime) -> Campaign:
 def check_message(message: MessageIn, where: str) -> None:
     if message.topic_id is not None and not conforms(NO_CONTROL_CHARACTERS, message.topic_id):
         raise ApiError(400, "invalid_field", "must not contain control characters", f"{where}.topic_id")
+    if message.list_id is not None and not conforms(LIST_ID_PATTERN, message.list_id):
+        raise ApiError(
+            400,
+            "invalid_field",
+            "letters, digits, '_' and '-' only, in parts joined by dots (e.g. newsletter or news.weekly)",
+            f"{where}.list_id",
+        )
     if not message.subject.strip():
         raise ApiError(400, "invalid_field", "must not be blank", f"{where}.subject")
     if LINE_SEPARATORS.search(message.subject):

@@ -24,3 +24,5 @@ SNS_KEYS = web.AppKey("sns_keys", SigningKeys)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 OPENS = web.AppKey("opens", OpenBatcher)
 LIMITER: web.AppKey[ClientLimiter | None] = web.AppKey("limiter")
+# The installation key, for reading unsubscribe links (the recorder checks the pixel's).
+LINK_KEY = web.AppKey("link_key", bytes)

@@ -63,6 +63,13 @@ def path(name: str, description: str, schema: Json) -> Json:
     return {"name": name, "in": "path", "required": True, "description": description, "schema": schema}
 
 
+def html_answer(description: str) -> Json:
+    return {"description": description, "content": {"text/html": {"schema": {"type": "string"}}}}
+
+
+UNSUBSCRIBE_TOKEN: Final = path(
+    "token", "The signed token from List-Unsubscribe or the mail's link.", {"type": "string", "maxLength": 300}
+)
 TOPIC_ID: Final = path(
     "topic_id",
     "The topic; URL-encode it (a `/` as `%2F`).",
@@ -244,6 +251,36 @@ def paths() -> Json:
                 ),
             )
         },
+        "/v1/unsubscribe/{token}": {
+            "get": operation(
+                "unsubscribePage",
+                "The unsubscribe link, opened: a page with a button; changes nothing",
+                {
+                    200: html_answer("The page; its button POSTs to the same URL."),
+                    404: html_answer("A forged or unknown link."),
+                },
+                tag="Unsubscribe",
+                public=True,
+                parameters=(UNSUBSCRIBE_TOKEN,),
+            ),
+            "post": operation(
+                "oneClickUnsubscribe",
+                "One-click unsubscribe (RFC 8058): at once, idempotent, never a redirect",
+                {
+                    200: html_answer("Unsubscribed (or it already was)."),
+                    404: html_answer("A forged or unknown link; nothing changed."),
+                    503: html_answer("Not confirmed in time; nothing is promised, try again."),
+                },
+                tag="Unsubscribe",
+                public=True,
+                parameters=(UNSUBSCRIBE_TOKEN,),
+                description=(
+                    "Mail clients POST `List-Unsubscribe=One-Click` (urlencoded or multipart); the body is not needed."
+                    " The address leaves the message's list, or all mail when it named none, and its unsent mail"
+                    " in that scope is withdrawn before it reaches SES."
+                ),
+            ),
+        },
         "/v1/suppressions": {
             "get": operation(
                 "listSuppressions",
@@ -272,7 +309,7 @@ def paths() -> Json:
             "get": operation(
                 "getSuppression",
                 "Whether and why an address is suppressed",
-                {200: json_answer("Suppressed.", ref("Suppression"))},
+                {200: json_answer("Suppressed.", ref("SuppressionFound"))},
                 (400, 404),
                 tag="Suppressions",
                 parameters=(EMAIL,),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from stages.ingest import events, suppressions, views
+from stages.ingest import events, one_click, suppressions, views
 from stages.ingest.apidocs import setup_docs
 from stages.ingest.auth import protected
 from stages.ingest.errors import NO_ROUTE, Handler, answers_errors, no_route
@@ -15,7 +15,8 @@ def api(handler: Handler) -> Handler:
 
 
 def setup_routes(app: web.Application) -> None:
-    """Public: health, the contract, the pixel and the SNS webhook. Everything else is `protected`.
+    """Public: health, the contract, the pixel, the unsubscribe link and the SNS webhook.
+    Everything else is `protected`.
 
     Every route but the pixel `answers_errors`; the pixel answers its image whatever
     happens, with no error handling around it (see errors.py).
@@ -26,6 +27,9 @@ def setup_routes(app: web.Application) -> None:
     setup_docs(app)
     router.add_get("/v1/events/open", events.open_pixel)  # HEAD too
     router.add_post("/v1/events/results", answers_errors(events.sns_results))
+    # The one-click unsubscribe link: public, like the pixel (the token is the credential).
+    router.add_get("/v1/unsubscribe/{token}", answers_errors(one_click.unsubscribe_page))  # HEAD too
+    router.add_post("/v1/unsubscribe/{token}", answers_errors(one_click.one_click))
     router.add_post("/v1/messages", api(views.post_messages))
     router.add_get("/v1/events/counts/sent", api(events.sent_counts))
     router.add_get("/v1/suppressions", api(suppressions.list_suppressions))

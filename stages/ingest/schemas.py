@@ -17,6 +17,7 @@ import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from pipeline.jsondepth import MAX_DEPTH, too_deep
+from pipeline.unsubscribe import LIST_ID_MAX_CHARS
 from stages.ingest.errors import ApiError
 
 T = TypeVar("T")
@@ -27,6 +28,7 @@ MAX_EMAIL_CHARS: Final = 320  # a JSON string this long cannot be an address; lo
 MAX_REASON_CHARS: Final = 100
 NO_CONTROL_CHARACTERS: Final = r"^[^\x00-\x1f\x7f]*$"
 NO_SPACE_OR_CONTROL: Final = r"^[^\x00-\x20\x7f]+$"
+LIST_ID_PATTERN: Final = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
 
 
 def conforms(pattern: str, value: str) -> bool:
@@ -62,6 +64,20 @@ Content = Annotated[
 Email = Annotated[str, Meta(max_length=MAX_EMAIL_CHARS, description="An address; invalid ones go to `rejected`.")]
 
 
+ListId = Annotated[
+    str,
+    Meta(
+        max_length=LIST_ID_MAX_CHARS,
+        description=(
+            "The mailing list this message belongs to (List-Id); an unsubscribe from it stops this list only."
+            " Letters, digits, '_' and '-', in parts joined by dots."
+        ),
+        extra_json_schema={"pattern": LIST_ID_PATTERN},
+        examples=["newsletter"],
+    ),
+]
+
+
 class MessageIn(Struct):
     """One message to a list of recipients."""
 
@@ -69,6 +85,11 @@ class MessageIn(Struct):
     content: Content
     emails: Annotated[list[Email], Meta(min_length=1)]
     topic_id: TopicId | None = None
+    list_id: ListId | None = None
+    transactional: Annotated[
+        bool,
+        Meta(description="A password reset or a receipt: no unsubscribe headers or footer (Gmail's rules exempt it)."),
+    ] = False
 
 
 class CampaignIn(Struct):
@@ -143,6 +164,7 @@ class TopicTotals(Struct):
     complained: int
     opened: int
     opens: int
+    unsubscribed: Annotated[int, Meta(description="Recipients of this topic who used its unsubscribe link.")]
     first_sent_at: str | None
     last_sent_at: str | None
     # The original server's keys: Created, Processed, Sent, Failed, Stopped.
@@ -199,6 +221,13 @@ class Suppression(Struct):
     reason: str
     detail: str | None
     created_at_ms: int
+    scope: Annotated[str | None, Meta(description="null: all mail; else the list an unsubscribe left.")]
+
+
+class SuppressionFound(Suppression):
+    """The all-mail entry when there is one, else the first list entry; `scopes` lists them all."""
+
+    scopes: list[str | None]
 
 
 class SuppressionList(Struct):
@@ -242,6 +271,7 @@ ANSWERS: Final = (
     TopicResumed,
     SentCounts,
     Suppression,
+    SuppressionFound,
     SuppressionList,
     SuppressionState,
     WebhookAnswer,

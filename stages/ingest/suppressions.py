@@ -1,6 +1,9 @@
-"""The suppression list: addresses that bounced for good, complained, or were added by hand.
+"""The suppression list: addresses that bounced for good, complained, unsubscribed, or were
+added by hand.
 
-Reads come from the read-only connection; changes go through the recorder.
+An entry has a scope: null is all mail (bounces, complaints, manual entries, an
+unsubscribe from mail that named no list), else the list an unsubscribe named. Reads
+come from the read-only connection; changes go through the recorder.
 """
 
 from __future__ import annotations
@@ -21,8 +24,11 @@ from stages.ingest.talk import ask
 MAX_BODY_BYTES = 16 * 1024
 
 
+COLUMNS = "email, reason, detail, created_at_ms, scope"
+
+
 def row_to_json(row: Any) -> dict[str, Any]:
-    return {"email": row[0], "reason": row[1], "detail": row[2], "created_at_ms": row[3]}
+    return {"email": row[0], "reason": row[1], "detail": row[2], "created_at_ms": row[3], "scope": row[4] or None}
 
 
 def address_of(request: web.Request) -> str:
@@ -34,27 +40,34 @@ def address_of(request: web.Request) -> str:
 
 
 async def list_suppressions(request: web.Request) -> web.Response:
-    """GET /v1/suppressions?limit=100&after=<email>: in address order, paged by the last one."""
+    """GET /v1/suppressions?limit=100&after=<email>: in address order, paged by the last one.
+
+    `limit` counts addresses: an address with entries in several scopes has them all on one page.
+    """
     limit, after = whole_number(request, SUPPRESSIONS_LIMIT), request.query.get("after", "")
     async with request.app[DB].execute(
-        "SELECT email, reason, detail, created_at_ms FROM suppressions WHERE email > ? ORDER BY email LIMIT ?",
+        f"SELECT {COLUMNS} FROM suppressions WHERE email IN"
+        " (SELECT DISTINCT email FROM suppressions WHERE email > ? ORDER BY email LIMIT ?) ORDER BY email, scope",
         (after, limit + 1),
     ) as cursor:
         rows = list(await cursor.fetchall())
-    items = [row_to_json(r) for r in rows[:limit]]
-    following = items[-1]["email"] if len(rows) > limit else None
+    emails = sorted({row[0] for row in rows})
+    shown = set(emails[:limit])
+    items = [row_to_json(r) for r in rows if r[0] in shown]
+    following = emails[limit - 1] if len(emails) > limit else None
     return web.json_response({"suppressions": items, "next_after": following})
 
 
 async def get_suppression(request: web.Request) -> web.Response:
     email = address_of(request)
     async with request.app[DB].execute(
-        "SELECT email, reason, detail, created_at_ms FROM suppressions WHERE email = ?", (email,)
+        f"SELECT {COLUMNS} FROM suppressions WHERE email = ? ORDER BY scope", (email,)
     ) as cursor:
-        row = await cursor.fetchone()
-    if row is None:
+        rows = list(await cursor.fetchall())
+    if not rows:
         raise ApiError(404, "not_found", "this address is not suppressed", "email")
-    return web.json_response(row_to_json(row))
+    # The all-mail entry when there is one (it sorts first), with every scope listed.
+    return web.json_response({**row_to_json(rows[0]), "scopes": [row[4] or None for row in rows]})
 
 
 async def delete_suppression(request: web.Request) -> web.Response:

@@ -22,6 +22,7 @@ from pipeline.messages import (
     ChangeSuppression,
     ClaimDue,
     EndOfStream,
+    HoldAddressRows,
     HoldTopicRows,
     Message,
     Ping,
@@ -111,6 +112,17 @@ class Writer:
             writes.forget_old_idempotency_keys(self.conn, now)
             self.next_purge_ms = now + PURGE_EVERY_MS
 
+    def hold(self, message: HoldTopicRows | HoldAddressRows, now: int) -> list[Reply]:
+        """A cancel, pause or unsubscribe. The sender needs the answer too: it drops work
+        claimed before this point. A hold the recorder asked for itself answers only the sender."""
+        if isinstance(message, HoldTopicRows):
+            held: Message = writes.hold_topic(self.conn, message, self.claims.seq)
+        else:
+            held = writes.hold_address(self.conn, message, self.claims.seq, now)
+        if message.reply_to == "recorder":
+            return [("sender", held)]
+        return [(message.reply_to, held), ("sender", held)]
+
     def apply(self, message: Message, now: int) -> list[Reply]:
         conn = self.conn
         match message:
@@ -120,10 +132,8 @@ class Writer:
                 return [(message.reply_to, claim_due(conn, message, self.claims))]
             case RecordOutcomes():
                 return [(message.reply_to, writes.record_outcomes(conn, message, now))]
-            case HoldTopicRows():
-                held = writes.hold_topic(conn, message, self.claims.seq)
-                # The sender needs it too: it drops work claimed before this point.
-                return [(message.reply_to, held), ("sender", held)]
+            case HoldTopicRows() | HoldAddressRows():
+                return self.hold(message, now)
             case ResumeTopic():
                 return [(message.reply_to, writes.resume_topic(conn, message.corr_id, message.topic_id))]
             case RecordEvents():

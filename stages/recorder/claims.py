@@ -9,6 +9,7 @@ grow with the backlog: a million scheduled rows stay cheap to claim from.
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 from pipeline.db.status import Status
 from pipeline.messages import ClaimDue, Claimed, Recipient
-from stages.recorder.events import suppressed_among
+from stages.recorder.events import suppressed_rows
 from stages.recorder.writes import next_due_ms
 
 MAX_TOPICS_PER_CLAIM = 32
@@ -111,13 +112,24 @@ def claim_topic(conn: sqlite3.Connection, topic: str, now_ms: int, limit: int) -
         (topic, now_ms, limit),
     ).fetchall()
     rows.sort(key=lambda row: (row[4], row[0]))
-    # An address suppressed after it was stored (a bounce, a complaint) is never sent.
-    blocked = suppressed_among(conn, (row[1] for row in rows))
+    # An address suppressed after it was stored (a bounce, a complaint, an unsubscribe) is never sent.
+    blocked = suppressed_rows(conn, ((row[0], row[1], row[3]) for row in rows))
     if blocked:
-        stopped = [row[0] for row in rows if row[1].lower() in blocked]
-        conn.executemany(f"UPDATE recipients SET status = '{Status.SUPPRESSED}' WHERE id = ?", ((i,) for i in stopped))
-        rows = [row for row in rows if row[1].lower() not in blocked]
-    return [Recipient(row[0], row[1], row[2], row[3]) for row in rows]
+        conn.executemany(f"UPDATE recipients SET status = '{Status.SUPPRESSED}' WHERE id = ?", ((i,) for i in blocked))
+        rows = [row for row in rows if row[0] not in blocked]
+    lists = content_lists(conn, {row[3] for row in rows})
+    return [Recipient(row[0], row[1], row[2], row[3], lists.get(row[3])) for row in rows]
+
+
+def content_lists(conn: sqlite3.Connection, content_ids: set[int]) -> dict[int, str]:
+    """The list of each content that names one (the sender's unsubscribe holds match on it)."""
+    if not content_ids:
+        return {}
+    rows = conn.execute(
+        "SELECT id, list_id FROM contents WHERE id IN (SELECT value FROM json_each(?)) AND list_id IS NOT NULL",
+        (json.dumps(sorted(content_ids)),),
+    )
+    return dict(rows.fetchall())
 
 
 def interleave(lists: list[list[Recipient]]) -> Iterator[Recipient]:

@@ -135,6 +135,11 @@ def apply_event(conn: sqlite3.Connection, recipient: Matched, event: SesEvent, n
             " WHERE id = ?",
             (at, recipient.id),
         )
+    if event.kind == "subscription" and event.email.strip().lower() in ("", recipient.email.lower()):
+        # SES-managed subscriptions: the recipient left through SES's own link.
+        if suppress(conn, recipient.email, "unsubscribe", "SES subscription", now_ms):
+            count_unsubscribe(conn, recipient.topic_id)
+        return
     reason = "complaint" if event.kind == "complaint" else "bounce" if is_permanent_bounce(event) else None
     # Only the address we sent to: an event cannot suppress an address it was not about.
     if reason and event.email.strip().lower() in ("", recipient.email.lower()):
@@ -158,12 +163,21 @@ def record_opens(conn: sqlite3.Connection, request: RecordOpens, key: bytes) -> 
     return OpensRecorded(request.corr_id, counted)
 
 
-def suppress(conn: sqlite3.Connection, email: str, reason: str, detail: str, now_ms: int) -> bool:
+def suppress(conn: sqlite3.Connection, email: str, reason: str, detail: str, now_ms: int, scope: str = "") -> bool:
+    """Add the address to the list in `scope` ('' all mail, else a list_id); False when it was there."""
     return bool(
         conn.execute(
-            "INSERT OR IGNORE INTO suppressions (email, reason, detail, created_at_ms) VALUES (?, ?, ?, ?)",
-            (email.strip().lower(), reason, detail, now_ms),
+            "INSERT OR IGNORE INTO suppressions (email, scope, reason, detail, created_at_ms) VALUES (?, ?, ?, ?, ?)",
+            (email.strip().lower(), scope, reason, detail, now_ms),
         ).rowcount
+    )
+
+
+def count_unsubscribe(conn: sqlite3.Connection, topic_id: str) -> None:
+    """The topic whose mail carried the link counts the unsubscribe."""
+    conn.execute(
+        "INSERT INTO topic_counts VALUES (?, 'unsubscribed', 1) ON CONFLICT (topic_id, name) DO UPDATE SET n = n + 1",
+        (topic_id,),
     )
 
 
@@ -174,12 +188,30 @@ def change_suppression(conn: sqlite3.Connection, request: ChangeSuppression, now
     return SuppressionChanged(request.corr_id, suppress(conn, request.email, request.reason, "manual", now_ms))
 
 
-def suppressed_among(conn: sqlite3.Connection, emails: Iterable[str]) -> set[str]:
-    """Which of these addresses (compared lower-cased) are suppressed."""
+def suppressed_among(conn: sqlite3.Connection, emails: Iterable[str], list_id: str | None) -> set[str]:
+    """Which of these addresses (compared lower-cased) may not get mail of `list_id`: those
+    suppressed for all mail, and those unsubscribed from that list."""
     lowered = sorted({e.lower() for e in emails})
     if not lowered:
         return set()
     rows = conn.execute(
-        "SELECT email FROM suppressions WHERE email IN (SELECT value FROM json_each(?))", (json.dumps(lowered),)
+        "SELECT DISTINCT email FROM suppressions WHERE email IN (SELECT value FROM json_each(?)) AND scope IN ('', ?)",
+        (json.dumps(lowered), list_id or ""),
     )
     return {row[0] for row in rows}
+
+
+def suppressed_rows(conn: sqlite3.Connection, rows: Iterable[tuple[int, str, int]]) -> set[int]:
+    """Of these (recipient id, address, content id), the ids whose address may not get that
+    content's mail: suppressed for all mail, or unsubscribed from the content's list."""
+    wanted = [(rid, email.lower(), content_id) for rid, email, content_id in rows]
+    if not wanted:
+        return set()
+    found = conn.execute(
+        "SELECT json_extract(j.value, '$[0]') FROM json_each(?) j"
+        " JOIN contents c ON c.id = json_extract(j.value, '$[2]')"
+        " WHERE EXISTS (SELECT 1 FROM suppressions s WHERE s.email = json_extract(j.value, '$[1]')"
+        " AND s.scope IN ('', COALESCE(c.list_id, '')))",
+        (json.dumps(wanted),),
+    )
+    return {row[0] for row in found}

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 
 from pipeline.db.status import HOLDABLE, Status
 from pipeline.messages import (
+    AddressHeld,
+    HoldAddressRows,
     HoldTopicRows,
     Outcome,
     OutcomesRecorded,
@@ -27,7 +29,7 @@ from pipeline.messages import (
     TopicHeld,
     TopicResumed,
 )
-from stages.recorder.events import link_early_events, suppressed_among
+from stages.recorder.events import count_unsubscribe, link_early_events, suppress, suppressed_among
 
 IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
 
@@ -40,14 +42,14 @@ def store_messages(conn: sqlite3.Connection, request: StoreMessages, now_ms: int
             return earlier
     stored = suppressed = 0
     for message in request.messages:
-        blocked = suppressed_among(conn, message.emails)
+        blocked = suppressed_among(conn, message.emails, message.list_id)
         emails = [e for e in message.emails if e.lower() not in blocked]
         suppressed += len(message.emails) - len(emails)
         if not emails:
             continue
         content_id = conn.execute(
-            "INSERT INTO contents (subject, html, created_at_ms) VALUES (?, ?, ?)",
-            (message.subject, message.html, now_ms),
+            "INSERT INTO contents (subject, html, created_at_ms, list_id, transactional) VALUES (?, ?, ?, ?, ?)",
+            (message.subject, message.html, now_ms, message.list_id, message.transactional),
         ).lastrowid
         conn.executemany(
             "INSERT INTO recipients (content_id, topic_id, email, status, due_at_ms, created_at_ms)"
@@ -165,6 +167,25 @@ def hold_topic(conn: sqlite3.Connection, request: HoldTopicRows, claim_seq: int)
         (request.hold, request.topic_id, *statuses, json.dumps(request.keep)),
     ).rowcount
     return TopicHeld(request.corr_id, request.topic_id, request.hold, count, True, claim_seq)
+
+
+def hold_address(conn: sqlite3.Connection, request: HoldAddressRows, claim_seq: int, now_ms: int) -> AddressHeld:
+    """An unsubscribe: the address leaves the list (or all mail), its topic counts it, and
+    its unsent rows in that scope are withdrawn, except those the sender may have sent."""
+    email, scope = request.email.strip().lower(), request.list_id or ""
+    new = suppress(conn, email, "unsubscribe", f"one-click link of recipient {request.recipient_id}", now_ms, scope)
+    if new:
+        row = conn.execute("SELECT topic_id FROM recipients WHERE id = ?", (request.recipient_id,)).fetchone()
+        if row is not None:
+            count_unsubscribe(conn, row[0])
+    in_list = "" if request.list_id is None else " AND content_id IN (SELECT id FROM contents WHERE list_id = ?)"
+    count = conn.execute(
+        f"UPDATE recipients SET status = '{Status.SUPPRESSED}' WHERE lower(email) = ?"
+        f" AND status IN ('{Status.PENDING}', '{Status.PAUSED}', '{Status.SENDING}'){in_list}"
+        " AND id NOT IN (SELECT value FROM json_each(?))",
+        (email, *((request.list_id,) if request.list_id is not None else ()), json.dumps(request.keep)),
+    ).rowcount
+    return AddressHeld(request.corr_id, request.email, request.list_id, count, new, claim_seq)
 
 
 def resume_topic(conn: sqlite3.Connection, corr_id: int, topic_id: str) -> TopicResumed:

@@ -12,12 +12,14 @@ import contextlib
 import math
 import sqlite3
 
-from config.settings import SES_STARTING_RATE_PER_S
+from config.settings import SES_STARTING_RATE_PER_S, Settings
 from pipeline.db.schema import open_reader, tracking_key
 from pipeline.limiter import RateLimiter
+from pipeline.mail import Unsubscribe
 from pipeline.runtime import BootError, StageContext
 from pipeline.ses import MailBackend, open_backend
 from pipeline.tracking import pixel_tag
+from pipeline.unsubscribe import recipient_headers, unsubscribe_url
 from stages.sender.contents import ContentCache
 from stages.sender.sending import Sender
 
@@ -49,9 +51,10 @@ async def run(ctx: StageContext) -> None:
         sender = Sender(
             ctx=ctx,
             backend=backend,
-            contents=ContentCache(reader),
+            contents=ContentCache(reader, settings.lists.footer),
             limiter=limiter,
             pixel=lambda recipient_id: pixel_tag(settings.server_url, key, recipient_id),
+            unsubscribe=lambda recipient_id, list_id: unsubscribe_link(settings, key, recipient_id, list_id),
             in_flight_limit=limit,
         )
         backend.admission = sender.admit
@@ -59,6 +62,13 @@ async def run(ctx: StageContext) -> None:
         stack.callback(watcher.cancel)
         ctx.ready()
         await sender.serve()
+
+
+def unsubscribe_link(settings: Settings, key: bytes, recipient_id: int, list_id: str | None) -> Unsubscribe:
+    """The recipient's one-click link (signed with the installation key) and its list headers."""
+    url = unsubscribe_url(settings.server_url, key, recipient_id, list_id)
+    headers = recipient_headers(settings.server_url, key, recipient_id, list_id, settings.lists.mailto)
+    return Unsubscribe(url, tuple(headers))
 
 
 async def settle_rate(ctx: StageContext, backend: MailBackend) -> float:

@@ -13,8 +13,9 @@ CACHE_SIZE = 128
 class ContentCache:
     """A small LRU of prepared contents; a campaign of 10,000 reads its content once."""
 
-    def __init__(self, conn: sqlite3.Connection, size: int = CACHE_SIZE) -> None:
+    def __init__(self, conn: sqlite3.Connection, footer: str | None = None, size: int = CACHE_SIZE) -> None:
         self._conn = conn
+        self._footer = footer  # UNSUBSCRIBE_FOOTER, for contents that place no link themselves
         self._size = size
         self._cache: OrderedDict[int, PreparedContent] = OrderedDict()
 
@@ -24,10 +25,12 @@ class ContentCache:
         if cached is not None:
             self._cache.move_to_end(content_id)
             return cached
-        row = self._conn.execute("SELECT subject, html FROM contents WHERE id = ?", (content_id,)).fetchone()
+        row = self._conn.execute(
+            "SELECT subject, html, list_id, transactional FROM contents WHERE id = ?", (content_id,)
+        ).fetchone()
         if row is None:
             raise LookupError(f"content {content_id} does not exist")
-        prepared = prepare(row[0], row[1])
+        prepared = prepare(row[0], row[1], list_id=row[2], transactional=bool(row[3]), footer=self._footer)
         self._cache[content_id] = prepared
         if len(self._cache) > self._size:
             self._cache.popitem(last=False)

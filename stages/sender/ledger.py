@@ -6,8 +6,11 @@ Every recipient the sender has taken from the scheduler is in exactly one state:
         |           |                                   |
         |           +--> in a call --+--> outcome pending flush --> unacked --> acked: gone
         |        retry-waiting <-----+ throttled       (a slot each, until the ack)
-        +--> parked (its topic's hold is unanswered) --> queued, or dropped (claimed before the cut)
-    hold: queued, retry-waiting and not-yet-admitted calls of the topic leave (the recorder holds them)
+        +--> parked (a hold covering it is unanswered) --> queued, or dropped (claimed before the cut)
+    hold: queued, retry-waiting and not-yet-admitted calls it covers leave (the recorder holds them)
+
+A hold covers a topic (cancel, pause) or one address in one list or in all mail (an
+unsubscribe); both take the same path, so an unsubscribe wins the same races as a cancel.
 
 A slot is taken when a call starts and given back when the recorder acknowledges its
 outcome (or at once when the call was withdrawn, throttled or failed transiently). So
@@ -25,6 +28,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pipeline.messages import (
+    AddressHeld,
+    HoldAddress,
+    HoldAddressRows,
     HoldTopic,
     HoldTopicRows,
     Outcome,
@@ -44,11 +50,31 @@ class InvariantBroken(AssertionError):
 
 
 @dataclass(frozen=True, slots=True)
+class HoldScope:
+    """What a hold covers: a topic, or an address (lower-cased) in one list or in all mail."""
+
+    topic_id: str | None = None
+    email: str | None = None
+    list_id: str | None = None
+
+    def covers(self, recipient: Recipient) -> bool:
+        if self.topic_id is not None:
+            return recipient.topic_id == self.topic_id
+        return recipient.email.lower() == self.email and self.list_id in (None, recipient.list_id)
+
+
+def scope_of(message: HoldTopic | HoldAddress | TopicHeld | AddressHeld) -> HoldScope:
+    if isinstance(message, HoldTopic | TopicHeld):
+        return HoldScope(topic_id=message.topic_id)
+    return HoldScope(email=message.email.lower(), list_id=message.list_id)
+
+
+@dataclass(frozen=True, slots=True)
 class Effects:
     """What the shell must do after an event."""
 
     # For the recorder, put without waiting (a hold's rows).
-    hold_rows: HoldTopicRows | None = None
+    hold_rows: HoldTopicRows | HoldAddressRows | None = None
     # How many more recipients to ask the scheduler for (0: not worth a message).
     demand: int = 0
     # Slots given back: the dispatcher may start calls again.
@@ -83,10 +109,12 @@ class Ledger:
     debug: bool = False
     queued: deque[Recipient] = field(default_factory=deque)
     retrying: list[tuple[float, int, Recipient]] = field(default_factory=list)
-    # Topics being held (cancel/pause) until the recorder confirms: arrivals wait here, with their claim_seq.
-    parked: dict[str, list[tuple[int, Recipient]]] = field(default_factory=dict)
-    # Work of a topic claimed before this claim_seq was held: dropped on arrival.
-    cut_seq: dict[str, int] = field(default_factory=dict)
+    # Holds (cancel, pause, unsubscribe) until the recorder confirms: arrivals they cover wait
+    # here, with their claim_seq.
+    parked: dict[HoldScope, list[tuple[int, Recipient]]] = field(default_factory=dict)
+    # Work a hold covers that was claimed before this claim_seq: dropped on arrival. Claims
+    # arrive in order, so a cut is forgotten once work claimed at or after it arrives.
+    cut_seq: dict[HoldScope, int] = field(default_factory=dict)
     # Recipients in an SES call right now, by id; `admitted` of them have left for SES.
     calling: dict[int, Recipient] = field(default_factory=dict)
     admitted: set[int] = field(default_factory=set)
@@ -119,58 +147,81 @@ class Ledger:
     def deliver(self, recipients: Iterable[Recipient], claim_seq: int, release: bool = False) -> Effects:
         """Take delivered work; `release` (stopping) hands it straight back as Released."""
         count = 0
+        cuts = [scope for scope, cut in self.cut_seq.items() if claim_seq < cut]
         for recipient in recipients:
             count += 1
-            topic = recipient.topic_id
-            if claim_seq < self.cut_seq.get(topic, 0):
-                continue  # claimed before its topic was held: the recorder already moved it
+            if any(scope.covers(recipient) for scope in cuts):
+                continue  # claimed before its hold: the recorder already moved it
             self.taken += 1
+            holder = next((scope for scope in self.parked if scope.covers(recipient)), None)
             if release:
                 self.pending.append(Released(recipient.recipient_id))
-            elif topic in self.parked:
-                self.parked[topic].append((claim_seq, recipient))
+            elif holder is not None:
+                self.parked[holder].append((claim_seq, recipient))
                 self.parked_count += 1
             else:
                 self.queued.append(recipient)
+        for scope in [scope for scope, cut in self.cut_seq.items() if cut <= claim_seq]:
+            del self.cut_seq[scope]  # nothing claimed before it can arrive any more
         self.promised = max(0, self.promised - count)
         self.check()
         return FLUSH if release else WORK
 
-    def hold(self, request: HoldTopic) -> Effects:
-        """Stop all work on a topic that has not reached SES; the rows tell the recorder what to hold."""
-        topic = request.topic_id
-        self.taken -= self.take_topic(topic)
-        self.parked.setdefault(topic, [])
+    def hold(self, request: HoldTopic | HoldAddress) -> Effects:
+        """Stop all work the request covers that has not reached SES; the rows tell the recorder what to hold."""
+        scope = scope_of(request)
+        self.taken -= self.take(scope)
+        self.parked.setdefault(scope, [])
         # Calls that have not passed admission are withdrawn: they are held with the rest.
-        withdrawing = {rid for rid, r in self.calling.items() if r.topic_id == topic} - self.admitted
+        withdrawing = {rid for rid, r in self.calling.items() if scope.covers(r)} - self.admitted
         self.withdrawn |= withdrawing
         # Rows that may already be at SES keep their status; their outcome decides it.
         keep = set(self.calling) - withdrawing
         keep.update(o.recipient_id for o in self.pending)
         keep.update(o.recipient_id for entry in self.unacked.values() for o in entry.outcomes)
-        rows = HoldTopicRows(request.corr_id, request.reply_to, topic, request.hold, tuple(sorted(keep)))
+        rows: HoldTopicRows | HoldAddressRows
+        if isinstance(request, HoldTopic):
+            rows = HoldTopicRows(
+                request.corr_id, request.reply_to, request.topic_id, request.hold, tuple(sorted(keep)), request.reason
+            )
+        else:
+            rows = HoldAddressRows(
+                request.corr_id,
+                request.reply_to,
+                request.recipient_id,
+                request.email,
+                request.list_id,
+                tuple(sorted(keep)),
+            )
         self.check()
         return Effects(hold_rows=rows, demand=self.demand())
 
-    def take_topic(self, topic: str) -> int:
-        """Remove a topic's recipients from the queue and the retry heap; return how many."""
+    def take(self, scope: HoldScope) -> int:
+        """Remove what `scope` covers from the queue and the retry heap; return how many."""
         before = len(self.queued) + len(self.retrying)
-        if any(r.topic_id == topic for r in self.queued):
-            self.queued = deque(r for r in self.queued if r.topic_id != topic)
-        if any(entry[2].topic_id == topic for entry in self.retrying):
-            self.retrying = [entry for entry in self.retrying if entry[2].topic_id != topic]
+        if any(scope.covers(r) for r in self.queued):
+            self.queued = deque(r for r in self.queued if not scope.covers(r))
+        if any(scope.covers(entry[2]) for entry in self.retrying):
+            self.retrying = [entry for entry in self.retrying if not scope.covers(entry[2])]
             heapq.heapify(self.retrying)
         return before - len(self.queued) - len(self.retrying)
 
-    def hold_answered(self, answer: TopicHeld) -> Effects:
-        """The recorder held the topic at `claim_seq`: parked work claimed before that is dropped."""
-        topic = answer.topic_id
-        self.cut_seq[topic] = max(self.cut_seq.get(topic, 0), answer.claim_seq + 1)
-        parked = self.parked.pop(topic, [])
-        fresh = [r for seq, r in parked if seq > answer.claim_seq]
-        self.parked_count -= len(parked)
+    def hold_answered(self, answer: TopicHeld | AddressHeld) -> Effects:
+        """The recorder held the rows at `claim_seq`: parked work claimed before that is dropped."""
+        scope = scope_of(answer)
+        self.cut_seq[scope] = max(self.cut_seq.get(scope, 0), answer.claim_seq + 1)
+        parked = self.parked.pop(scope, [])
+        fresh = [(seq, r) for seq, r in parked if seq > answer.claim_seq]
+        self.parked_count -= len(parked) - len(fresh)
         self.taken -= len(parked) - len(fresh)
-        self.queued.extend(fresh)
+        for seq, recipient in fresh:
+            # Another hold still unanswered may cover it too (a topic and an address): it waits for that one.
+            holder = next((other for other in self.parked if other.covers(recipient)), None)
+            if holder is None:
+                self.queued.append(recipient)
+                self.parked_count -= 1
+            else:
+                self.parked[holder].append((seq, recipient))
         self.check()
         return Effects(demand=self.demand(), work=True)
 

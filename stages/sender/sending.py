@@ -21,11 +21,13 @@ from pipeline.backoff import jittered_backoff_s
 from pipeline.clock import now_ms
 from pipeline.gate import SendGate
 from pipeline.limiter import RateLimiter
-from pipeline.mail import MailNotBuildable, build
+from pipeline.mail import MailNotBuildable, Unsubscribe, build
 from pipeline.messages import (
+    AddressHeld,
     Deliver,
     Demand,
     GetQuota,
+    HoldAddress,
     HoldTopic,
     Message,
     OutcomesRecorded,
@@ -56,6 +58,8 @@ class Sender:
     contents: ContentCache
     limiter: RateLimiter
     pixel: Callable[[int], str]
+    # A recipient's unsubscribe link and list headers, from its row id and its message's list.
+    unsubscribe: Callable[[int, str | None], Unsubscribe]
     in_flight_limit: int
     gate: SendGate = field(default_factory=SendGate)
     ledger: Ledger = field(init=False)
@@ -100,9 +104,9 @@ class Sender:
                 self.on_deliver(recipients, claim_seq)
             case OutcomesRecorded(corr_id=corr_id):
                 self.apply(self.ledger.ack(corr_id))
-            case HoldTopic():
+            case HoldTopic() | HoldAddress():
                 self.apply(self.ledger.hold(message))
-            case TopicHeld():
+            case TopicHeld() | AddressHeld():
                 self.apply(self.ledger.hold_answered(message))
             case GetQuota(corr_id=corr_id, reply_to=reply_to):
                 report = QuotaReport(corr_id, self.last_quota, None if self.last_quota else self.quota_error)
@@ -200,7 +204,8 @@ class Sender:
         try:
             content = self.contents.get(recipient.content_id)
             try:
-                mail = build(content, rid, recipient.email, recipient.topic_id, self.pixel(rid))
+                link = self.unsubscribe(rid, content.list_id)
+                mail = build(content, rid, recipient.email, recipient.topic_id, self.pixel(rid), link)
             except (ValueError, TypeError) as problem:
                 raise MailNotBuildable(f"the message cannot be built: {problem}") from None
             message_id = await self.backend.send(mail)
@@ -287,4 +292,3 @@ class Sender:
                 await self.flush()
         if self.ledger.unacked:
             self.ctx.log.warning("%d outcome batch(es) not acknowledged at exit", len(self.ledger.unacked))
-

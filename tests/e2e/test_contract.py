@@ -15,6 +15,8 @@ import pytest
 from aiohttp import web
 from openapi_spec_validator import validate
 
+from pipeline.db.schema import tracking_key
+from pipeline.unsubscribe import token
 from stages.ingest.errors import NO_ROUTE, answers_errors
 from stages.ingest.routes import setup_routes
 from tests.helpers import Tree, campaign, http, run_schemathesis
@@ -154,6 +156,15 @@ def test_live_answers_match_the_document(tree: Tree, document: dict[str, Any]) -
     c.check("GET", "/v1/suppressions/{email}", call("GET", "/v1/suppressions/%20"))
     c.check("DELETE", "/v1/suppressions/{email}", call("DELETE", "/v1/suppressions/s@example.com"))
     c.check("DELETE", "/v1/suppressions/{email}", call("DELETE", "/v1/suppressions/s@example.com"))
+    # Unsubscribe: a real link (the installation key signs it, as the sender does) and a forged one
+    with tree.db() as conn:
+        key, first = tracking_key(conn), conn.execute("SELECT MIN(id) FROM recipients").fetchone()[0]
+    link, one_click = f"/v1/unsubscribe/{token(key, first, None)}", b"List-Unsubscribe=One-Click"
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    c.check("GET", "/v1/unsubscribe/{token}", http("GET", base + link))
+    c.check("GET", "/v1/unsubscribe/{token}", http("GET", base + "/v1/unsubscribe/forged"))
+    c.check("POST", "/v1/unsubscribe/{token}", http("POST", base + link, one_click, headers=form))
+    c.check("POST", "/v1/unsubscribe/{token}", http("POST", base + "/v1/unsubscribe/forged", one_click, headers=form))
     # Operations
     for path in ("/health", "/ready", "/openapi.json", "/docs"):
         c.check("GET", path, tree.get(path))

@@ -46,7 +46,8 @@ def sent_ids(tree: Tree) -> dict[int, str]:
 
 
 def test_outbox_writes_a_standard_eml_per_recipient(make_tree: Callable[..., Tree]) -> None:
-    tree = make_tree()
+    # With the unsubscribe footer off (test_unsubscribe.py has it on), only the pixel is added.
+    tree = make_tree({"UNSUBSCRIBE_FOOTER": "off"})
     body = campaign(["ada@example.com", "alan@example.com"], subject=KOREAN_SUBJECT, content=HTML)
     status, answer, _ = tree.post("/v1/messages", body)
     assert status == 200 and answer["success"] == 2
@@ -80,7 +81,7 @@ def test_ses_through_moto_delivers_from_the_verified_sender(make_tree: Callable[
         aws_secret_access_key="testing",
     )
     sesv2.create_email_identity(EmailIdentity="example.org")
-    tree = make_tree(ses_env(moto_url, MAX_SEND_PER_SECOND="50"))
+    tree = make_tree(ses_env(moto_url, MAX_SEND_PER_SECOND="50", UNSUBSCRIBE_FOOTER="off"))
     emails = ["ada@example.com", "alan@example.com", "grace@example.com"]
     assert tree.post("/v1/messages", campaign(emails, subject=KOREAN_SUBJECT, content=HTML))[0] == 200
     wait_until(lambda: tree.statuses() == {"sent": 3}, 15, "moto to accept all three")

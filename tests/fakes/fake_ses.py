@@ -43,6 +43,15 @@ class Call:
     def subject(self) -> str:
         return str(self.request["Content"]["Simple"]["Subject"]["Data"])
 
+    @property
+    def text(self) -> str:
+        return str(self.request["Content"]["Simple"]["Body"]["Text"]["Data"])
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """The message's own headers (SES v2 Content.Simple.Headers), in order, repeats kept."""
+        return [(h["Name"], h["Value"]) for h in self.request["Content"]["Simple"].get("Headers", [])]
+
 
 @dataclass
 class FakeSes:

@@ -189,3 +189,11 @@ def test_any_ses_shaped_message_is_parsed_or_refused_and_never_crashes_the_recor
     (reply,) = [r for _, r in apply_batch(Writer(conn), LOG, [request], Counter())]
     assert isinstance(reply, EventsRecorded), reply
     assert claimed_ids
+
+
+def test_an_ses_subscription_event_is_an_unsubscribe_from_all_mail_counted_once(conn: sqlite3.Connection) -> None:
+    (rid,) = claimed(conn, ("leaver@x.io",))
+    record(conn, event("sns-1", "subscription", "leaver@x.io", recipient_id=rid))
+    record(conn, event("sns-2", "subscription", "leaver@x.io", recipient_id=rid))
+    rows = conn.execute("SELECT email, scope, reason FROM suppressions").fetchall()
+    assert rows == [("leaver@x.io", "", "unsubscribe")] and counters(conn)["unsubscribed"] == 1

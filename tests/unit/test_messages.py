@@ -33,6 +33,9 @@ SAMPLES: list[Message] = [
     messages.HoldTopic(1, "ingest", "t", "cancelled"),
     messages.HoldTopicRows(1, "ingest", "t", "paused", (1, 2)),
     messages.TopicHeld(1, "t", "cancelled", 3, True, 7),
+    messages.HoldAddress(1, "ingest", 4, "a@x.io", "news"),
+    messages.HoldAddressRows(1, "ingest", 4, "a@x.io", None, (1,)),
+    messages.AddressHeld(1, "a@x.io", "news", 2, True, 7),
     messages.ResumeTopic(1, "ingest", "t"),
     messages.TopicResumed(1, "t", 3, True, None),
     messages.RecordEvents(

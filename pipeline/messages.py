@@ -400,6 +400,49 @@ class SuppressionChanged(Message):
     changed: bool
 
 
+# --- the reputation guard ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GuardState(Message):
+    """Recorder to sender: hold all sending (`reason`) or not (None). Sent at start and on change."""
+
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class GetGuard(Message):
+    """Ingest to recorder: the account's own rolling rates and the guard's state."""
+
+    corr_id: int
+    reply_to: str
+
+
+@dataclass(frozen=True, slots=True)
+class GuardReport(Message):
+    corr_id: int
+    # The last 24 hours (since the account's last resume): sent, hard bounces, complaints.
+    sent: int
+    hard_bounces: int
+    complaints: int
+    paused_reason: str | None
+    resumed_at_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeAccount(Message):
+    """The operator lets sending go on after the account guard held it."""
+
+    corr_id: int
+    reply_to: str
+
+
+@dataclass(frozen=True, slots=True)
+class AccountResumed(Message):
+    corr_id: int
+    was_paused: bool
+
+
 @dataclass(frozen=True, slots=True)
 class GetQuota(Message):
     """Ingest to sender: the SES 24-hour quota as last read from GetAccount."""
@@ -414,3 +457,5 @@ class QuotaReport(Message):
     # (max_24_hour_send, max_send_rate, sent_last_24_hours), or None with `error` saying why.
     quota: tuple[float, float, float] | None
     error: str | None
+    # GetAccount's (EnforcementStatus, SendingEnabled, ProductionAccessEnabled), where SES said.
+    account: tuple[str | None, bool | None, bool | None] | None = None

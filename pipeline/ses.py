@@ -33,6 +33,10 @@ class Quota:
     max_24_hour_send: float
     max_send_rate: float
     sent_last_24_hours: float
+    # GetAccount's EnforcementStatus, SendingEnabled and ProductionAccessEnabled (None: not said).
+    enforcement_status: str | None = None
+    sending_enabled: bool | None = None
+    production_access: bool | None = None
 
     @property
     def remaining(self) -> float:
@@ -108,6 +112,7 @@ class SesBackend:
         """GetAccount (v2); falls back to v1 GetSendQuota where v2's is missing (moto)."""
         from botocore.exceptions import ClientError
 
+        account: dict[str, Any] = {}
         try:
             account = await self.client.get_account()
             q = account["SendQuota"]
@@ -117,7 +122,14 @@ class SesBackend:
                 raise
             async with self._session.create_client("ses", **self._client_args) as v1:
                 q = await v1.get_send_quota()
-        return Quota(float(q["Max24HourSend"]), float(q["MaxSendRate"]), float(q["SentLast24Hours"]))
+        return Quota(
+            float(q["Max24HourSend"]),
+            float(q["MaxSendRate"]),
+            float(q["SentLast24Hours"]),
+            account.get("EnforcementStatus"),
+            account.get("SendingEnabled"),
+            account.get("ProductionAccessEnabled"),
+        )
 
 
 class OutboxBackend:

@@ -36,6 +36,9 @@ SES_EVENT_NAMES = {
     "subscription": "Subscription",
 }
 ALWAYS_SHOWN_EVENTS = ("Delivery", "Bounce", "Complaint", "Open")
+# guard_state's names: why the reputation guard holds all sending, and when it was last resumed.
+GUARD_ACCOUNT_REASON = "account_paused_reason"
+GUARD_ACCOUNT_RESUMED = "account_resumed_at_ms"
 
 
 async def topic_counts(db: aiosqlite.Connection, topic_id: str) -> dict[str, Any]:

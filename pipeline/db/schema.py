@@ -261,6 +261,24 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     -- An unsubscribe withdraws the address's unsent rows; without this it would scan them all.
     CREATE INDEX recipients_unsent_email ON recipients (lower(email))
         WHERE status IN ('pending', 'paused', 'sending');
+
+    -- The reputation guard's inputs: hard bounces per topic (complaints and sends are
+    -- counted already), each topic's counts when the operator last resumed it, the
+    -- account's pause, and events by arrival for the account's rolling 24 hours.
+    INSERT INTO topic_counts SELECT topic_id, 'hard_bounced', COUNT(*) FROM recipients
+        WHERE bounce_type LIKE 'Permanent%' GROUP BY topic_id;
+    CREATE TABLE guard_resumes (
+        topic_id TEXT PRIMARY KEY,
+        resumed_at_ms INTEGER NOT NULL,
+        sent INTEGER NOT NULL,
+        hard_bounces INTEGER NOT NULL,
+        complaints INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE guard_state (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX events_received ON events (received_at_ms);
     """,
 )
 TRACKING_KEY: Final = "tracking_hmac_key"

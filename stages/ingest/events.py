@@ -134,11 +134,13 @@ async def quota(request: web.Request) -> dict[str, Any]:
         return {"quota": None, "quota_error": report.error}
     max_24, rate, sent_24 = report.quota
     remaining = None if max_24 < 0 else max(0.0, max_24 - sent_24)
-    return {
-        "quota": {
-            "max_24_hour_send": max_24,
-            "max_send_rate": rate,
-            "sent_last_24_hours": sent_24,
-            "remaining": remaining,
-        }
+    answer: dict[str, Any] = {
+        "max_24_hour_send": max_24,
+        "max_send_rate": rate,
+        "sent_last_24_hours": sent_24,
+        "remaining": remaining,
     }
+    if report.account is not None:
+        status, enabled, production = report.account
+        answer |= {"enforcement_status": status, "sending_enabled": enabled, "production_access_enabled": production}
+    return {"quota": answer}

@@ -139,6 +139,24 @@ def paths() -> Json:
                 description="Invalid addresses are listed in `rejected`, not refused; unknown fields are ignored.",
             )
         },
+        "/v1/account": {
+            "get": operation(
+                "getAccount",
+                "The SES account, our own rolling bounce and complaint rates, and the reputation guard",
+                {200: json_answer("The account.", ref("Account"))},
+                (503,),
+                tag="Account",
+            )
+        },
+        "/v1/account/resume": {
+            "post": operation(
+                "resumeAccount",
+                "Let sending go on after the guard held it; the guard then judges only what comes after",
+                {200: json_answer("Resumed (or it was not held).", ref("AccountResumedAnswer"))},
+                (503,),
+                tag="Account",
+            )
+        },
         "/v1/topics": {
             "get": operation(
                 "listTopics",

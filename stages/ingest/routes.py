@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from stages.ingest import events, one_click, suppressions, views
+from stages.ingest import account, events, one_click, suppressions, views
 from stages.ingest.apidocs import setup_docs
 from stages.ingest.auth import protected
 from stages.ingest.errors import NO_ROUTE, Handler, answers_errors, no_route
@@ -36,6 +36,8 @@ def setup_routes(app: web.Application) -> None:
     router.add_post("/v1/suppressions", api(suppressions.add_suppression))
     router.add_get("/v1/suppressions/{email:[^/]+}", api(suppressions.get_suppression))
     router.add_delete("/v1/suppressions/{email:[^/]+}", api(suppressions.delete_suppression))
+    router.add_get("/v1/account", api(account.get_account))
+    router.add_post("/v1/account/resume", api(account.resume_account))
     router.add_get("/v1/topics", api(views.list_topics))
     # A "/" in a topic id is sent as %2F: routes match the encoded path, then decode it.
     router.add_post("/v1/topics/{topic_id:[^/]+}/pause", api(views.pause_topic))

@@ -171,6 +171,10 @@ class TopicTotals(Struct):
     request_counts: dict[str, int]
     # Recipients with each kind of SES event, keyed as SES names it (Delivery, Bounce, ...).
     result_counts: dict[str, int]
+    paused_reason: Annotated[
+        str | None,
+        Meta(description="Why the reputation guard holds it (its own rates, or the account's); null otherwise."),
+    ]
 
 
 class TopicSummary(Struct):
@@ -207,6 +211,44 @@ class Quota(Struct):
     max_send_rate: float
     sent_last_24_hours: float
     remaining: float | None
+    # From SES v2 GetAccount, when it said (the v1 fallback does not).
+    enforcement_status: str | UnsetType | None = UNSET
+    sending_enabled: bool | UnsetType | None = UNSET
+    production_access_enabled: bool | UnsetType | None = UNSET
+
+
+class AccountRates(Struct):
+    """Our own figures over the last 24 hours (since the last resume of the account)."""
+
+    window_hours: int
+    sent: int
+    hard_bounces: int
+    complaints: int
+    bounce_rate: float | None
+    complaint_rate: float | None
+
+
+class GuardStatus(Struct):
+    state: Annotated[str, Meta(description="`sending`, or `holding` all sending until POST /v1/account/resume.")]
+    reason: str | None
+    resumed_at: str | None
+    bounce_rate_limit: float
+    complaint_rate_limit: float
+    min_sent: int
+
+
+class Account(Struct):
+    """`GET /v1/account`: SES's quota and status (null on the outbox backend), our rates, the guard."""
+
+    backend: str
+    quota: Quota | None
+    quota_error: str | UnsetType = UNSET
+    rates: AccountRates | UnsetType = UNSET
+    guard: GuardStatus | UnsetType = UNSET
+
+
+class AccountResumedAnswer(Struct):
+    resumed: Annotated[bool, Meta(description="False when sending was not held.")]
 
 
 class SentCounts(Struct):
@@ -270,6 +312,8 @@ ANSWERS: Final = (
     TopicPaused,
     TopicResumed,
     SentCounts,
+    Account,
+    AccountResumedAnswer,
     Suppression,
     SuppressionFound,
     SuppressionList,

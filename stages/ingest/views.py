@@ -8,11 +8,12 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+import aiosqlite
 from aiohttp import web
 
 from config.settings import SnsSettings
 from pipeline.channels import ChannelFull
-from pipeline.db.queries import recent_topics, topic_counts
+from pipeline.db.queries import GUARD_ACCOUNT_REASON, recent_topics, topic_counts
 from pipeline.db.status import Status
 from pipeline.messages import (
     HoldTopic,
@@ -182,8 +183,24 @@ async def get_topic(request: web.Request) -> web.Response:
             **counts,
             "first_sent_at": iso_ms(first),
             "last_sent_at": iso_ms(last),
+            "paused_reason": await paused_reason(request.app[DB], topic_id, counts),
         }
     )
+
+
+async def paused_reason(db: aiosqlite.Connection, topic_id: str, counts: dict[str, Any]) -> str | None:
+    """Why the topic is held by the reputation guard: the account's reason while it holds all
+    sending and the topic has unsent work, else the topic's own (None: not held by the guard)."""
+    if counts["pending"] + counts["sending"] + counts["paused"]:
+        async with db.execute("SELECT value FROM guard_state WHERE name = ?", (GUARD_ACCOUNT_REASON,)) as cursor:
+            row = await cursor.fetchone()
+        if row is not None:
+            return str(row[0])
+    if not counts["paused"]:
+        return None
+    async with db.execute("SELECT paused_reason FROM topics WHERE topic_id = ?", (topic_id,)) as cursor:
+        row = await cursor.fetchone()
+    return None if row is None or row[0] is None else str(row[0])
 
 
 def iso_ms(value: int | None) -> str | None:

@@ -14,14 +14,17 @@ import logging
 import sqlite3
 from collections import Counter
 
+from config.settings import GuardSettings
 from pipeline.channels import PRODUCERS, ChannelFull, describe
 from pipeline.clock import now_ms
 from pipeline.db.original import OriginalDatabase
 from pipeline.db.schema import open_writer, tracking_key
+from pipeline.guardrails import GuardEvent
 from pipeline.messages import (
     ChangeSuppression,
     ClaimDue,
     EndOfStream,
+    GetGuard,
     HoldAddressRows,
     HoldTopicRows,
     Message,
@@ -32,6 +35,7 @@ from pipeline.messages import (
     RecordOutcomes,
     Refusal,
     Refused,
+    ResumeAccount,
     ResumeTopic,
     StoreMessages,
     WakeUp,
@@ -39,6 +43,7 @@ from pipeline.messages import (
 from pipeline.runtime import BootError, StageContext
 from stages.recorder import events, writes
 from stages.recorder.claims import ClaimState, claim_due
+from stages.recorder.guard import GuardKeeper
 
 MAX_BATCH = 256
 REPLY_TIMEOUT_S = 2.0
@@ -59,8 +64,10 @@ async def run(ctx: StageContext) -> None:
         requeued = writes.requeue_claimed(conn)
         if requeued:
             ctx.log.warning("requeued %d recipient(s) claimed before the last stop", requeued)
+        writer = Writer(conn, GuardKeeper(conn, ctx.settings.guard, now_ms()))
         ctx.ready()
-        counts = await serve(ctx, Writer(conn))
+        await send_replies(ctx, writer.guard.at_start())
+        counts = await serve(ctx, writer)
         ctx.log.info("recorder done: %s", dict(counts) or "nothing written")
     finally:
         conn.close()
@@ -101,8 +108,9 @@ def take_batch(ctx: StageContext, first: Message) -> list[Message]:
 class Writer:
     """Applies each request to the database and says whom to answer."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, guard: GuardKeeper | None = None) -> None:
         self.conn = conn
+        self.guard = guard if guard is not None else GuardKeeper(conn, GuardSettings(), now_ms())
         self.claims = ClaimState()
         self.tracking_key = tracking_key(conn)  # made by the migration; it never changes
         self.next_purge_ms = 0  # expired Idempotency-Keys go at start, then every PURGE_EVERY_MS
@@ -111,6 +119,26 @@ class Writer:
         if now >= self.next_purge_ms:
             writes.forget_old_idempotency_keys(self.conn, now)
             self.next_purge_ms = now + PURGE_EVERY_MS
+
+    def record(self, message: RecordOutcomes | RecordEvents, now: int) -> list[Reply]:
+        """Outcomes and SES events; the reputation guard judges what they add."""
+        seen: list[GuardEvent] = []
+        if isinstance(message, RecordOutcomes):
+            answer: Message = writes.record_outcomes(self.conn, message, now, seen)
+        else:
+            answer = events.record_events(self.conn, message, now, seen)
+        return [(message.reply_to, answer), *self.guard.observe(seen)]
+
+    def resume_or_report(self, message: ResumeTopic | ResumeAccount | GetGuard, now: int) -> list[Reply]:
+        """The operator's resumes (the guard then judges afresh), and the guard's report."""
+        if isinstance(message, ResumeTopic):
+            resumed = writes.resume_topic(self.conn, message.corr_id, message.topic_id)
+            if resumed.found:
+                self.guard.topic_resumed(message.topic_id, now)
+            return [(message.reply_to, resumed)]
+        if isinstance(message, ResumeAccount):
+            return self.guard.resume_account(message.corr_id, message.reply_to, now)
+        return [(message.reply_to, self.guard.report(message.corr_id, now))]
 
     def hold(self, message: HoldTopicRows | HoldAddressRows, now: int) -> list[Reply]:
         """A cancel, pause or unsubscribe. The sender needs the answer too: it drops work
@@ -130,14 +158,12 @@ class Writer:
                 return [(message.reply_to, writes.store_messages(conn, message, now))]
             case ClaimDue():
                 return [(message.reply_to, claim_due(conn, message, self.claims))]
-            case RecordOutcomes():
-                return [(message.reply_to, writes.record_outcomes(conn, message, now))]
+            case RecordOutcomes() | RecordEvents():
+                return self.record(message, now)
             case HoldTopicRows() | HoldAddressRows():
                 return self.hold(message, now)
-            case ResumeTopic():
-                return [(message.reply_to, writes.resume_topic(conn, message.corr_id, message.topic_id))]
-            case RecordEvents():
-                return [(message.reply_to, events.record_events(conn, message, now))]
+            case ResumeTopic() | ResumeAccount() | GetGuard():
+                return self.resume_or_report(message, now)
             case RecordOpens():
                 return [(message.reply_to, events.record_opens(conn, message, self.tracking_key))]
             case ChangeSuppression():

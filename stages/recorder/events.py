@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from pipeline import tracking
 from pipeline.db.status import Status
+from pipeline.guardrails import Complained, GuardEvent, HardBounced
 from pipeline.messages import (
     ChangeSuppression,
     EventsRecorded,
@@ -29,8 +30,13 @@ from pipeline.messages import (
 from pipeline.ses_events import is_permanent_bounce
 
 
-def record_events(conn: sqlite3.Connection, request: RecordEvents, now_ms: int) -> EventsRecorded:
-    """Keep the SNS message once, each event once; only events of our own recipients change anything."""
+def record_events(
+    conn: sqlite3.Connection, request: RecordEvents, now_ms: int, seen: list[GuardEvent] | None = None
+) -> EventsRecorded:
+    """Keep the SNS message once, each event once; only events of our own recipients change anything.
+
+    `seen` collects what the reputation guard judges (a recipient's first hard bounce or complaint).
+    """
     conn.execute(
         "INSERT OR IGNORE INTO sns_messages (sns_message_id, raw, received_at_ms) VALUES (?, ?, ?)",
         (request.sns_message_id, request.raw, now_ms),
@@ -57,7 +63,7 @@ def record_events(conn: sqlite3.Connection, request: RecordEvents, now_ms: int) 
         recorded += 1
         if recipient is not None:
             matched += 1
-            apply_event(conn, recipient, event, now_ms)
+            apply_event(conn, recipient, event, now_ms, seen)
     return EventsRecorded(request.corr_id, recorded, matched)
 
 
@@ -82,7 +88,9 @@ def match(conn: sqlite3.Connection, event: SesEvent) -> Matched | None:
     return Matched(*row) if row is not None else None
 
 
-def link_early_events(conn: sqlite3.Connection, sent: dict[str, int], now_ms: int) -> int:
+def link_early_events(
+    conn: sqlite3.Connection, sent: dict[str, int], now_ms: int, seen: list[GuardEvent] | None = None
+) -> int:
     """Events that came before their send's outcome (no tag, an unknown message id yet) are
     linked to the recipient when the outcome with that message id is recorded."""
     if not sent:
@@ -97,13 +105,18 @@ def link_early_events(conn: sqlite3.Connection, sent: dict[str, int], now_ms: in
     for event_id, sns_id, kind, subtype, email, ses_id, occurred, *recipient in rows:
         conn.execute("UPDATE events SET recipient_id = ? WHERE id = ?", (recipient[0], event_id))
         event = SesEvent(sns_id, kind, subtype, email, ses_id, None, occurred)
-        apply_event(conn, Matched(*recipient), event, now_ms)
+        apply_event(conn, Matched(*recipient), event, now_ms, seen)
     return len(rows)
 
 
-def apply_event(conn: sqlite3.Connection, recipient: Matched, event: SesEvent, now_ms: int) -> None:
+def apply_event(
+    conn: sqlite3.Connection, recipient: Matched, event: SesEvent, now_ms: int, seen: list[GuardEvent] | None = None
+) -> None:
     """What an event of one of our recipients changes: its state, its topic's counts, suppression."""
     at = event.occurred_at_ms or now_ms
+    judged = guard_event(conn, recipient, event, now_ms)
+    if judged is not None and seen is not None:
+        seen.append(judged)
     first_of_kind = (
         conn.execute(
             "SELECT COUNT(*) FROM events WHERE recipient_id = ? AND kind = ?", (recipient.id, event.kind)
@@ -122,7 +135,9 @@ def apply_event(conn: sqlite3.Connection, recipient: Matched, event: SesEvent, n
         )
     elif event.kind == "bounce":
         conn.execute(
-            "UPDATE recipients SET delivery = 'bounced', delivery_at_ms = ?, bounce_type = ? WHERE id = ?",
+            # A hard bounce stays the recipient's bounce whatever follows it.
+            "UPDATE recipients SET delivery = 'bounced', delivery_at_ms = ?,"
+            " bounce_type = CASE WHEN bounce_type LIKE 'Permanent%' THEN bounce_type ELSE ? END WHERE id = ?",
             (at, event.subtype, recipient.id),
         )
     elif event.kind == "complaint":
@@ -144,6 +159,24 @@ def apply_event(conn: sqlite3.Connection, recipient: Matched, event: SesEvent, n
     # Only the address we sent to: an event cannot suppress an address it was not about.
     if reason and event.email.strip().lower() in ("", recipient.email.lower()):
         suppress(conn, recipient.email, reason, event.subtype, now_ms)
+
+
+def guard_event(conn: sqlite3.Connection, recipient: Matched, event: SesEvent, now_ms: int) -> GuardEvent | None:
+    """A recipient's first hard bounce (counted per topic here) or first complaint, at its arrival."""
+    if event.kind == "bounce" and is_permanent_bounce(event):
+        row = conn.execute("SELECT bounce_type FROM recipients WHERE id = ?", (recipient.id,)).fetchone()
+        if row is not None and str(row[0] or "").startswith("Permanent"):
+            return None
+        conn.execute(
+            "INSERT INTO topic_counts VALUES (?, 'hard_bounced', 1)"
+            " ON CONFLICT (topic_id, name) DO UPDATE SET n = n + 1",
+            (recipient.topic_id,),
+        )
+        return HardBounced(recipient.topic_id, now_ms)
+    if event.kind == "complaint":
+        row = conn.execute("SELECT complained_at_ms FROM recipients WHERE id = ?", (recipient.id,)).fetchone()
+        return Complained(recipient.topic_id, now_ms) if row is not None and row[0] is None else None
+    return None
 
 
 def record_opens(conn: sqlite3.Connection, request: RecordOpens, key: bytes) -> OpensRecorded:

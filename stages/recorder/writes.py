@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable
 
 from pipeline.db.status import HOLDABLE, Status
+from pipeline.guardrails import GuardEvent, MailSent
 from pipeline.messages import (
     AddressHeld,
     HoldAddressRows,
@@ -98,12 +99,17 @@ def next_due_ms(conn: sqlite3.Connection) -> int | None:
     return value
 
 
-def record_outcomes(conn: sqlite3.Connection, request: RecordOutcomes, now_ms: int) -> OutcomesRecorded:
+def record_outcomes(
+    conn: sqlite3.Connection, request: RecordOutcomes, now_ms: int, seen: list[GuardEvent] | None = None
+) -> OutcomesRecorded:
     """Apply what SES answered. Only rows still `sending` change, so a replay is harmless.
 
     Events that SES sent before this outcome reached us are linked by message id here.
+    `seen` collects what the reputation guard judges: the sends, per topic, and those events.
     """
     sent, failed, released = _split(request.outcomes)
+    if seen is not None and sent:
+        seen.extend(newly_sent(conn, sent))
     conn.executemany(
         f"UPDATE recipients SET status = '{Status.SENT}', message_id = ?, sent_at_ms = ?"
         f" WHERE id = ? AND status = '{Status.SENDING}'",
@@ -118,8 +124,23 @@ def record_outcomes(conn: sqlite3.Connection, request: RecordOutcomes, now_ms: i
         f"UPDATE recipients SET status = '{Status.PENDING}' WHERE id = ? AND status = '{Status.SENDING}'",
         ((o.recipient_id,) for o in released),
     )
-    link_early_events(conn, {o.message_id: o.recipient_id for o in sent if o.message_id}, now_ms)
+    link_early_events(conn, {o.message_id: o.recipient_id for o in sent if o.message_id}, now_ms, seen)
     return OutcomesRecorded(request.corr_id)
+
+
+def newly_sent(conn: sqlite3.Connection, sent: list[Sent]) -> list[MailSent]:
+    """Per topic, the sends this batch records for the first time (a replay counts nothing)."""
+    at_ms = {o.recipient_id: o.at_ms for o in sent}
+    rows = conn.execute(
+        f"SELECT topic_id, id FROM recipients WHERE status = '{Status.SENDING}'"
+        " AND id IN (SELECT value FROM json_each(?))",
+        (json.dumps(list(at_ms)),),
+    ).fetchall()
+    latest: dict[str, tuple[int, int]] = {}
+    for topic_id, rid in rows:
+        count, when = latest.get(topic_id, (0, 0))
+        latest[topic_id] = (count + 1, max(when, at_ms[rid]))
+    return [MailSent(topic_id, when, count) for topic_id, (count, when) in latest.items()]
 
 
 def _split(outcomes: Iterable[Outcome]) -> tuple[list[Sent], list[SendFailed], list[Released]]:
@@ -166,6 +187,8 @@ def hold_topic(conn: sqlite3.Connection, request: HoldTopicRows, claim_seq: int)
         " AND id NOT IN (SELECT value FROM json_each(?))",
         (request.hold, request.topic_id, *statuses, json.dumps(request.keep)),
     ).rowcount
+    if request.reason is not None:  # the reputation guard's pause says why
+        conn.execute("UPDATE topics SET paused_reason = ? WHERE topic_id = ?", (request.reason, request.topic_id))
     return TopicHeld(request.corr_id, request.topic_id, request.hold, count, True, claim_seq)
 
 

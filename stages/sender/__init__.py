@@ -112,4 +112,5 @@ async def watch_quota(ctx: StageContext, backend: MailBackend, sender: Sender) -
             if quota is not None:
                 sender.set_quota_remaining(quota.remaining)
                 sender.last_quota = (quota.max_24_hour_send, quota.max_send_rate, quota.sent_last_24_hours)
+                sender.last_account = (quota.enforcement_status, quota.sending_enabled, quota.production_access)
         await asyncio.sleep(ctx.settings.ses.quota_refresh_s)

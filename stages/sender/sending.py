@@ -27,6 +27,7 @@ from pipeline.messages import (
     Deliver,
     Demand,
     GetQuota,
+    GuardState,
     HoldAddress,
     HoldTopic,
     Message,
@@ -69,8 +70,11 @@ class Sender:
     counts: Counter[str] = field(default_factory=Counter)
     # Logged once per stretch of the 24-hour quota being used up.
     quota_held: bool = False
+    # Why the reputation guard holds all sending (the recorder says), or None.
+    guard_hold: str | None = None
     # The last GetAccount answer (or why there is none), for GET /v1/events/counts/sent.
     last_quota: tuple[float, float, float] | None = None
+    last_account: tuple[str | None, bool | None, bool | None] | None = None
     quota_error: str | None = "not read yet"
     _work: asyncio.Event = field(default_factory=asyncio.Event)
     _flush: asyncio.Event = field(default_factory=asyncio.Event)
@@ -108,8 +112,14 @@ class Sender:
                 self.apply(self.ledger.hold(message))
             case TopicHeld() | AddressHeld():
                 self.apply(self.ledger.hold_answered(message))
+            case GuardState(reason=reason):
+                if reason is not None and reason != self.guard_hold:
+                    self.ctx.log.warning("the reputation guard holds all sending: %s", reason)
+                self.guard_hold = reason
+                self._work.set()
             case GetQuota(corr_id=corr_id, reply_to=reply_to):
-                report = QuotaReport(corr_id, self.last_quota, None if self.last_quota else self.quota_error)
+                error = None if self.last_quota else self.quota_error
+                report = QuotaReport(corr_id, self.last_quota, error, self.last_account)
                 self.ctx.outboxes[reply_to].put_nowait(report)
             case _:
                 pass  # WakeUp: the loop re-checks `stopping`
@@ -150,6 +160,7 @@ class Sender:
         """Wait for work, a slot, the gate and the limiter, in that order; then send one."""
         while True:
             await self.wait_for_work()
+            await self.wait_for_guard()
             await self.wait_for_quota()
             await self.wait_for_slot()
             await self.gate.wait_open()
@@ -172,6 +183,12 @@ class Sender:
         while not self.ledger.can_start():
             self._slot_freed.clear()
             await self._slot_freed.wait()
+
+    async def wait_for_guard(self) -> None:
+        """Hold everything while the account's bounce or complaint rate is over the guard's limit."""
+        while self.guard_hold is not None:
+            self._work.clear()
+            await self._work.wait()
 
     async def wait_for_quota(self) -> None:
         """Hold the backlog while the 24-hour quota is used up, instead of failing it."""

@@ -165,6 +165,9 @@ def test_live_answers_match_the_document(tree: Tree, document: dict[str, Any]) -
     c.check("GET", "/v1/unsubscribe/{token}", http("GET", base + "/v1/unsubscribe/forged"))
     c.check("POST", "/v1/unsubscribe/{token}", http("POST", base + link, one_click, headers=form))
     c.check("POST", "/v1/unsubscribe/{token}", http("POST", base + "/v1/unsubscribe/forged", one_click, headers=form))
+    # The account and the reputation guard
+    c.check("GET", "/v1/account", call("GET", "/v1/account"))
+    c.check("POST", "/v1/account/resume", call("POST", "/v1/account/resume"))
     # Operations
     for path in ("/health", "/ready", "/openapi.json", "/docs"):
         c.check("GET", path, tree.get(path))

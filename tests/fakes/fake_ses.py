@@ -205,6 +205,7 @@ class FakeSes:
                 },
                 "SendingEnabled": True,
                 "ProductionAccessEnabled": True,
+                "EnforcementStatus": "HEALTHY",
             }
         )
 

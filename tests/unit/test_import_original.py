@@ -182,6 +182,7 @@ def assert_counters_match_rows(db: Path) -> None:
             "SELECT topic_id, status, COUNT(*) FROM recipients GROUP BY 1, 2",
             "SELECT topic_id, delivery, COUNT(*) FROM recipients WHERE delivery IS NOT NULL GROUP BY 1, 2",
             "SELECT topic_id, 'complained', COUNT(*) FROM recipients WHERE complained_at_ms IS NOT NULL GROUP BY 1",
+            "SELECT topic_id, 'hard_bounced', COUNT(*) FROM recipients WHERE bounce_type LIKE 'Permanent%' GROUP BY 1",
             "SELECT topic_id, 'opened', COUNT(*) FROM recipients WHERE open_count > 0 GROUP BY 1",
             "SELECT topic_id, 'opens', SUM(open_count) FROM recipients WHERE open_count > 0 GROUP BY 1",
             "SELECT topic_id, 'first_sent_at_ms', MIN(sent_at_ms) FROM recipients WHERE sent_at_ms IS NOT NULL"

@@ -37,6 +37,11 @@ SAMPLES: list[Message] = [
     messages.HoldAddressRows(1, "ingest", 4, "a@x.io", None, (1,)),
     messages.AddressHeld(1, "a@x.io", "news", 2, True, 7),
     messages.ResumeTopic(1, "ingest", "t"),
+    messages.GuardState("hard bounce rate 5% is above the 4% limit"),
+    messages.GetGuard(1, "ingest"),
+    messages.GuardReport(1, 300, 2, 0, None, None),
+    messages.ResumeAccount(1, "ingest"),
+    messages.AccountResumed(1, True),
     messages.TopicResumed(1, "t", 3, True, None),
     messages.RecordEvents(
         1, "ingest", "sns-1", "{}", (messages.SesEvent("sns-1", "bounce", "Permanent/General", "a@x.io", "m", 4, 5),)

@@ -145,7 +145,7 @@ def test_the_token_command_mints_a_working_token(tree: Tree, tmp_path: Path) -> 
     assert get_topics(tree, {"Authorization": f"Bearer {minted}"})[0] == 200
 
 
-def test_every_api_route_but_the_pixel_and_the_webhook_wants_a_token(tree: Tree) -> None:
+def test_every_api_route_but_the_pixel_the_webhook_and_the_unsubscribe_link_wants_a_token(tree: Tree) -> None:
     # Read from the router itself, so a route added without `protected` fails here.
     from aiohttp import web
 
@@ -153,7 +153,8 @@ def test_every_api_route_but_the_pixel_and_the_webhook_wants_a_token(tree: Tree)
 
     app = web.Application()
     setup_routes(app)
-    public = {"/v1/events/open", "/v1/events/results"}
+    # The unsubscribe link's token is its credential (RFC 8058: no cookie, no auth).
+    public = {"/v1/events/open", "/v1/events/results", "/v1/unsubscribe/{token}"}
     checked = 0
     for resource in app.router.resources():
         path = resource.canonical
@@ -163,10 +164,11 @@ def test_every_api_route_but_the_pixel_and_the_webhook_wants_a_token(tree: Tree)
             if route.method == "HEAD":
                 continue
             url = tree.base + path.replace("{topic_id}", "t1").replace("{email}", "a@example.com")
+            url = url.replace("{token}", "forged")
             status = http(route.method, url, b"{}" if route.method == "POST" else None)[0]
             assert (status != 401) if path in public else (status == 401), (route.method, path, status)
             checked += 1
-    assert checked == 13
+    assert checked == 17
 
 
 @pytest.mark.parametrize(

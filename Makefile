@@ -35,5 +35,17 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/mypy
 
+## mutants: mutation testing of the pure cores, configured in pyproject.toml's [tool.mutmut]
+## (docs/testing.md). Slow (minutes) and not part of `make test`; MUTMUT_CHILDREN=1 on a busy machine.
+.PHONY: mutants
+mutants: $(STAMP)
+	$(BIN)/pip install --quiet 'mutmut>=3.3,<4'
+	rm -rf mutants
+	$(BIN)/mutmut run --max-children $${MUTMUT_CHILDREN:-2}
+	$(BIN)/mutmut results --all true | awk -F': ' '{ split($$1, p, ".x"); m = p[1]; gsub(/ /, "", m); \
+	  if ($$1 ~ /scheduler\.x_(run|handle)__/) m = m "(run-loop,not-counted)"; \
+	  n[m]++; if ($$2 == "killed" || $$2 == "timeout") k[m]++ } \
+	  END { for (m in n) printf "%-24s %4d mutants %4d killed %4d survived %5.1f%%\n", m, n[m], k[m], n[m] - k[m], 100 * k[m] / n[m] }'
+
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import bisect
 import random
+from types import SimpleNamespace
 
 import pytest
 
+from pipeline import limiter as limiter_module
 from pipeline.limiter import WINDOW_S, RateLimiter
 
 
@@ -65,3 +67,103 @@ def test_throttling_halves_toward_a_floor_and_quiet_seconds_climb_back() -> None
 def test_zero_rate_is_refused() -> None:
     with pytest.raises(ValueError):
         RateLimiter(0)
+
+
+class FakeTime:
+    """A clock that moves only when the limiter sleeps; every wait is recorded and must be positive."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self.waits: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        assert seconds > 0, "a wait of zero would spin the event loop"
+        self.waits.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def fake_time(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
+    fake = FakeTime(now=100.0)
+    monkeypatch.setattr(limiter_module, "asyncio", SimpleNamespace(sleep=fake.sleep))
+    return fake
+
+
+async def test_pace_spreads_sends_one_interval_apart(fake_time: FakeTime) -> None:
+    limiter = RateLimiter(10, clock=fake_time.clock)
+    for _ in range(3):
+        await limiter.pace()
+    assert fake_time.waits == pytest.approx([0.1, 0.1])
+
+
+async def test_admit_waits_for_room_in_the_window_and_logs_the_send_when_it_leaves(fake_time: FakeTime) -> None:
+    limiter = RateLimiter(2, clock=fake_time.clock)
+    await limiter.admit()
+    await limiter.admit()
+    assert fake_time.waits == []
+    fake_time.now += 0.5
+    await limiter.admit()  # the window that began at 100.0 is full until 101.03
+    await limiter.admit()  # room again: the first two have left the window
+    await limiter.admit()  # full until the third's own window (logged at 101.03, not 100.5) ends
+    assert fake_time.waits == pytest.approx([WINDOW_S - 0.5, WINDOW_S])
+
+
+def test_after_an_idle_spell_the_next_send_waits_a_full_interval() -> None:
+    # No saved-up burst: at 100/s the allowance is one send, and it does not survive idleness.
+    limiter = RateLimiter(100)
+    limiter.take_pace(0.0)
+    limiter.take_pace(5.0)
+    assert limiter.pace_delay_s(5.0) == pytest.approx(0.01)
+
+
+def test_a_late_wake_up_catches_up_by_one_send_at_100_per_s() -> None:
+    limiter = RateLimiter(100)
+    limiter.take_pace(5.0)  # the next send is due at 5.01
+    # When the dispatcher wakes 10 ms late, then one extra send may leave at once, and no more
+    for _ in range(2):
+        assert limiter.pace_delay_s(5.02) == pytest.approx(0.0, abs=1e-9)
+        limiter.take_pace(5.02)
+    assert limiter.pace_delay_s(5.02) == pytest.approx(0.01)
+
+
+def test_at_10_per_s_there_is_no_catch_up_burst() -> None:
+    limiter = RateLimiter(10)
+    limiter.take_pace(0.0)
+    assert limiter.pace_delay_s(0.05) == pytest.approx(0.05)
+
+
+def test_each_quiet_second_adds_back_five_percent_of_the_ceiling() -> None:
+    limiter = RateLimiter(100)
+    limiter.on_throttled(0.0)
+    rates = []
+    for second in range(1, 8):
+        limiter.on_success(float(second))
+        rates.append(limiter.rate)
+    assert rates == pytest.approx([75, 80, 85, 90, 95, 100, 100])
+
+
+def test_successes_within_a_second_of_a_change_leave_the_rate_alone() -> None:
+    limiter = RateLimiter(100)
+    limiter.on_throttled(10.0)
+    limiter.on_success(10.5)
+    assert limiter.rate == pytest.approx(70)
+    limiter.on_success(11.0)
+    limiter.on_success(11.5)
+    assert limiter.rate == pytest.approx(75)
+
+
+def test_throttles_a_second_apart_cut_twice() -> None:
+    limiter = RateLimiter(100)
+    limiter.on_throttled(10.0)
+    limiter.on_throttled(11.0)
+    assert limiter.rate == pytest.approx(49)
+
+
+def test_successes_at_the_ceiling_do_not_delay_the_next_cut() -> None:
+    limiter = RateLimiter(100)
+    limiter.on_success(5.0)
+    limiter.on_throttled(5.5)
+    assert limiter.rate == pytest.approx(70)

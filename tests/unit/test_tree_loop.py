@@ -10,8 +10,9 @@ or `sleep SECONDS`. The invariants are checked after every event.
 
 from __future__ import annotations
 
+import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -19,8 +20,8 @@ import pytest
 from config.settings import RestartPolicy
 from pipeline.channels import STAGES
 from pipeline.exitcodes import ExitCode
-from pipeline.supervision import ChildState, RestartTracker
-from pipeline.tree import Phase, Tree
+from pipeline.supervision import ChildState, RestartTracker, backoff_delay_s
+from pipeline.tree import Child, InvariantBroken, Phase, Tree
 from supervisor import RESTART_ALONE
 
 POLICY = RestartPolicy(
@@ -32,10 +33,11 @@ SHUTDOWN_TIMEOUT_S = 4.5
 class Script:
     """A tree with a fake clock, whose spawner writes down what it was told to do."""
 
-    def __init__(self) -> None:
+    def __init__(self, seeded: bool = True) -> None:
         self.now = 0.0
         self.done: list[tuple[float, str]] = []
-        tracker = RestartTracker(POLICY, random.Random(1))
+        # Unseeded: the tree makes its own tracker from the policy, as supervisor.py has it do.
+        tracker = RestartTracker(POLICY, random.Random(1)) if seeded else None
         self.tree = Tree(STAGES, RESTART_ALONE, POLICY, SHUTDOWN_TIMEOUT_S, self, tracker)
         self.tree.start(self.now)
         self.tree.check()
@@ -313,3 +315,139 @@ def test_a_ready_from_a_stage_not_starting_is_ignored() -> None:
     script = Script().play([*BOOT, "ready sender", "ready ingest"])
     assert script.actions == BOOTED
     assert script.tree.phase is Phase.RUNNING
+
+
+LOGGED = {
+    "a tree restart and a stop, with a straggler killed": (
+        [
+            *[*BOOT, "exit sender -9", "exit recorder 0", "exit scheduler 0", "exit ingest 0", "sleep", *BOOT],
+            *["SIGTERM", "exit ingest 0", "exit scheduler 0", "exit recorder 0", "sleep", "exit sender -9"],
+        ],
+        [
+            *[("INFO", f"{name} is ready") for name in STAGES],
+            ("INFO", "all stages running"),
+            ("WARNING", "sender killed by SIGKILL; restarting the tree in 0.3s (1/3 in window)"),
+            *[("INFO", f"{name} exited (code=0)") for name in ("recorder", "scheduler", "ingest")],
+            *[("INFO", f"{name} is ready") for name in STAGES],
+            ("INFO", "all stages running"),
+            ("INFO", "SIGTERM received: draining (deadline 4.5s)"),
+            *[("INFO", f"{name} exited (code=0)") for name in ("ingest", "scheduler", "recorder")],
+            ("WARNING", "sender did not stop in time; killing it"),
+            ("INFO", "sender killed by SIGKILL"),
+        ],
+    ),
+    "a stage that never says ready": (
+        ["ready recorder", "sleep"],
+        [("INFO", "recorder is ready"), ("ERROR", "sender did not become ready in 30s; killing it")],
+    ),
+    "a never-retry exit": (
+        [*BOOT, "exit recorder 78"],
+        [
+            *[("INFO", f"{name} is ready") for name in STAGES],
+            ("INFO", "all stages running"),
+            ("ERROR", "recorder exited (code=78): not restarting"),
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize(("events", "lines"), LOGGED.values(), ids=LOGGED.keys())
+def test_every_transition_is_logged_once_with_its_facts(
+    caplog: pytest.LogCaptureFixture, events: list[str], lines: list[tuple[str, str]]
+) -> None:
+    caplog.set_level(logging.INFO, logger="supervisor")
+    Script().play(events)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "supervisor"] == lines
+
+
+def test_the_restart_delay_is_the_trackers() -> None:
+    script = Script().play([*BOOT, "exit sender -9", "exit recorder 0", "exit scheduler 0", "exit ingest 0", "sleep"])
+    assert script.when("spawn recorder") == [0.0, backoff_delay_s(POLICY, 0, random.Random(1))]
+
+
+def test_without_a_tracker_the_tree_applies_the_policy_it_was_given() -> None:
+    cycle = [event.format(code=2) for event in SENDER_DIES_AT_BOOT]
+    script = Script(seeded=False).play([*cycle * POLICY.max_restarts, "ready recorder", "exit sender 2"])
+    assert script.tree.states["sender"] is ChildState.FATAL, "max_restarts is 3 here, not the default 5"
+
+
+def test_a_stage_waiting_out_its_backoff_shows_as_backoff_and_starts_only_after_it() -> None:
+    script = Script().play([*BOOT, "exit ingest 1", "sleep 0.1"])
+    assert script.tree.states["ingest"] is ChildState.BACKOFF  # what /ready shows meanwhile
+    assert script.actions == BOOTED, "the shortest delay is 0.25 s"
+    script.play(["sleep"])
+    assert script.actions == [*BOOTED, "spawn ingest"]
+    assert script.tree.next_deadline() == script.now + POLICY.boot_timeout_s, "its boot deadline is next"
+
+
+def test_a_death_with_no_survivors_restarts_after_the_backoff() -> None:
+    script = Script().play(["exit recorder -9", "sleep"])
+    assert script.actions == ["spawn recorder", "fresh queues", "spawn recorder"]
+    assert script.tree.phase is Phase.STARTING
+
+
+def test_a_teardown_kills_its_survivors_once_and_then_waits_for_their_deaths() -> None:
+    script = Script().play([*BOOT, "exit sender -9", "sleep"])
+    assert script.when("kill recorder") == [2.0]
+    assert script.tree.next_deadline() is None
+
+
+def test_a_stop_after_the_teardowns_kill_kills_again_at_the_stop_deadline() -> None:
+    # Given a teardown whose survivors were killed at t=2 but are not reaped yet
+    script = Script().play([*BOOT, "exit sender -9", "sleep", "SIGTERM", "sleep"])
+    # Then the stop gives them the shutdown timeout, and kills again
+    assert script.tree.phase is Phase.STOPPING
+    assert script.when("kill recorder") == [2.0, 2.0 + SHUTDOWN_TIMEOUT_S]
+
+
+def test_a_halted_tree_has_nothing_left_to_do() -> None:
+    # The shell ticks once more after the last exit.
+    script = Script().play([*BOOT, "SIGTERM", "exit ingest 0", "exit scheduler 0", "exit sender 0", "exit recorder 0"])
+    script.tree.tick(script.now + 100)
+    assert script.tree.next_deadline() is None
+    assert script.actions == [*BOOTED, *ALL_TERMINATED]
+
+
+def corrupt_running(tree: Tree) -> None:
+    del tree.children["ingest"]  # RUNNING, with a stage gone
+
+
+def corrupt_stopping(tree: Tree) -> None:
+    tree.stop("SIGTERM received", 0.0)
+    tree.start_queue = ["ingest"]  # STOPPING, with a start pending
+
+
+def corrupt_stopping_child(tree: Tree) -> None:
+    tree.stop("SIGTERM received", 0.0)
+    tree.children["sender"].state = tree.states["sender"] = ChildState.RUNNING  # never asked to stop
+
+
+def corrupt_halted(tree: Tree) -> None:
+    tree.stop("SIGTERM received", 0.0)
+    for name in STAGES:
+        tree.on_exit(name, 0, 0.0)
+    tree.exit_code = None  # HALTED without an exit code
+
+
+def corrupt_backoff(tree: Tree) -> None:
+    tree.on_exit("ingest", 1, 0.0)
+    tree.start_queue = []  # BACKOFF with nothing to start
+
+
+def corrupt_starting(tree: Tree) -> None:
+    tree.phase = Phase.STARTING
+    for name in ("scheduler", "ingest"):
+        tree.children[name] = Child(ChildState.STARTING, 30.0)  # two stages booting at once
+        tree.states[name] = ChildState.STARTING
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [corrupt_running, corrupt_stopping, corrupt_stopping_child, corrupt_halted, corrupt_backoff, corrupt_starting],
+)
+def test_the_invariant_check_catches_a_tree_at_odds_with_its_children(corrupt: Callable[[Tree], None]) -> None:
+    # The histories above rely on check(): it must see each way the books can be off.
+    script = Script().play(BOOT)
+    corrupt(script.tree)
+    with pytest.raises(InvariantBroken):
+        script.tree.check()

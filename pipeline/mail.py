@@ -10,6 +10,7 @@ the link too (pipeline/unsubscribe.py has the link's format and the footers).
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -17,6 +18,7 @@ from email.utils import formatdate, make_msgid
 
 import inscriptis
 
+from pipeline.templates import RenderError, Template, TemplateError, parse
 from pipeline.unsubscribe import LinkSlots, has_link, link_slots, prepare_text, text_footer
 
 BODY_CLOSE = re.compile(r"</body\s*>", re.IGNORECASE)
@@ -85,6 +87,85 @@ def prepare(
         text_slots,
         list_id,
         transactional,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedTemplate:
+    """A template message: its parts parsed once, rendered per recipient with its data.
+
+    The footers are decided on the template's source (a `{{unsubscribe_url}}` there is the
+    recipient's link once rendered), so a rendered link never gets a second footer.
+    """
+
+    subject: Template
+    html: Template
+    text: Template | None  # None: the derived text did not parse; derived per recipient instead
+    footer: str | None
+    text_footer: str | None
+    list_id: str | None = None
+    transactional: bool = False
+
+
+def prepare_template(
+    subject: str,
+    html: str,
+    text: str | None,
+    *,
+    list_id: str | None = None,
+    transactional: bool = False,
+    footer: str | None = None,
+) -> PreparedTemplate:
+    """Parse each part once; without a text part, the text is derived from the HTML template."""
+    source = text if text is not None else inscriptis.get_text(html).strip()
+    try:
+        text_template: Template | None = parse(source, html=False)
+    except TemplateError:
+        text_template = None  # inscriptis split a tag: render the HTML, then derive (slow, rare)
+    wants_footer = footer is not None and not transactional
+    return PreparedTemplate(
+        parse(subject, html=False),
+        parse(html, html=True),
+        text_template,
+        footer if wants_footer and not has_link(html) else None,
+        text_footer(footer) if wants_footer and not has_link(source) else None,
+        list_id,
+        transactional,
+    )
+
+
+def build_personal(
+    content: PreparedTemplate,
+    recipient_id: int,
+    to: str,
+    topic_id: str,
+    data: str | None,
+    pixel: str,
+    unsubscribe: Unsubscribe | None = None,
+) -> OutgoingMail:
+    """One recipient's mail from a template: rendered with its data and the built-ins (which
+    its data cannot replace), then the footer, the link and the pixel, as for any mail."""
+    url = unsubscribe.url if unsubscribe is not None else ""
+    values = {**(json.loads(data) if data else {}), "email": to, "topic_id": topic_id, "unsubscribe_url": url}
+    try:
+        subject, html = content.subject.render(values), content.html.render(values)
+        text = content.text.render(values) if content.text is not None else inscriptis.get_text(html).strip()
+    except RenderError as problem:
+        raise MailNotBuildable(f"the template cannot be rendered for this recipient: {problem}") from None
+    closings = [match.start() for match in BODY_CLOSE.finditer(html)]
+    cut = closings[-1] if closings else len(html)
+    before = html[:cut] + (content.footer or "")
+    if content.text_footer is not None:
+        text = f"{text.rstrip()}\n\n{content.text_footer}" if text.strip() else content.text_footer
+    tags = [("request_id", str(recipient_id))] + ([("topic_id", tag_value(topic_id))] if topic_id else [])
+    return OutgoingMail(
+        recipient_id=recipient_id,
+        to=to,
+        subject=subject,
+        html=link_slots(before, escape=True).fill(url) + pixel + link_slots(html[cut:], escape=True).fill(url),
+        text=link_slots(text, escape=False).fill(url),
+        tags=tuple(tags),
+        headers=unsubscribe.headers if unsubscribe is not None and not content.transactional else (),
     )
 
 

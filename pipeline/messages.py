@@ -62,6 +62,12 @@ class NewMessage(Message):
     list_id: str | None = None
     # Password resets and receipts: no unsubscribe headers or footer.
     transactional: bool = False
+    # Templates: subject, html and text are rendered per recipient with its data (JSON,
+    # one per address, in the order of `emails`; "" for none).
+    template: bool = False
+    data: tuple[str, ...] = ()
+    # The plain-text part (a template too when `template`); None: derived from the HTML.
+    text: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +179,8 @@ class Recipient(Message):
     content_id: int
     # Its message's list, so that an unsubscribe from that list can withdraw it.
     list_id: str | None = None
+    # Its template data (JSON), when its message is a template.
+    data: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

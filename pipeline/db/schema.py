@@ -280,6 +280,13 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ) WITHOUT ROWID;
     CREATE INDEX events_received ON events (received_at_ms);
     """,
+    # 7: personalized messages. A content may be a template (subject, html and text rendered
+    # per recipient) with its own text part; each recipient keeps its data (JSON) for that.
+    """
+    ALTER TABLE contents ADD COLUMN template INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE contents ADD COLUMN text TEXT;
+    ALTER TABLE recipients ADD COLUMN data TEXT;
+    """,
 )
 TRACKING_KEY: Final = "tracking_hmac_key"
 BUSY_TIMEOUT_MS: Final = 5000

@@ -16,6 +16,7 @@ from config.settings import Settings
 from pipeline.messages import CampaignFacts, NewMessage
 from stages.ingest.addresses import InvalidAddress, normalise
 from stages.ingest.errors import ApiError
+from stages.ingest.personal import check_recipients, data_json, is_template, parsed
 from stages.ingest.schemas import LIST_ID_PATTERN, NO_CONTROL_CHARACTERS, CampaignIn, MessageIn, conforms, decode
 
 # Every character str.splitlines() breaks at: the email package refuses them all in a header.
@@ -56,7 +57,7 @@ def parse_campaign(body: bytes, settings: Settings, now: datetime) -> Campaign:
     total = 0
     for index, message in enumerate(campaign.messages):
         check_message(message, f"messages[{index}]")
-        total += len(message.emails)
+        total += len(message.emails) + len(message.recipients or ())
     if total > settings.max_emails_per_request:
         raise ApiError(
             400,
@@ -67,10 +68,13 @@ def parse_campaign(body: bytes, settings: Settings, now: datetime) -> Campaign:
     scheduled = parse_scheduled_at(campaign.scheduled_at, settings, now)
     stored, rejected, duplicates = [], [], 0
     for message in campaign.messages:
-        emails, message_rejected, message_duplicates = sort_addresses(message.emails)
+        posted = [(r.email, data_json(r.data)) for r in message.recipients or ()]
+        posted += [(email, "") for email in message.emails]
+        emails, data, message_rejected, message_duplicates = sort_recipients(posted)
         rejected.extend(message_rejected)
         duplicates += message_duplicates
         if emails:
+            template = is_template(message)
             stored.append(
                 NewMessage(
                     message.topic_id or "",
@@ -79,6 +83,9 @@ def parse_campaign(body: bytes, settings: Settings, now: datetime) -> Campaign:
                     emails,
                     message.list_id,
                     message.transactional,
+                    template,
+                    data if template else (),
+                    message.text,
                 )
             )
     due = scheduled or now
@@ -86,6 +93,8 @@ def parse_campaign(body: bytes, settings: Settings, now: datetime) -> Campaign:
 
 
 def check_message(message: MessageIn, where: str) -> None:
+    if not message.emails and not message.recipients:
+        raise ApiError(400, "invalid_field", "at least one address, here or in `recipients`", f"{where}.emails")
     if message.topic_id is not None and not conforms(NO_CONTROL_CHARACTERS, message.topic_id):
         raise ApiError(400, "invalid_field", "must not contain control characters", f"{where}.topic_id")
     if message.list_id is not None and not conforms(LIST_ID_PATTERN, message.list_id):
@@ -106,7 +115,10 @@ def check_message(message: MessageIn, where: str) -> None:
         )
     if not message.content.strip():
         raise ApiError(400, "invalid_field", "must not be blank", f"{where}.content")
-    size = (len(message.content.encode()) * 2 + len(message.subject.encode())) * 4 // 3 + MIME_OVERHEAD_BYTES
+    if message.text is not None and not message.text.strip():
+        raise ApiError(400, "invalid_field", "must not be blank", f"{where}.text")
+    text_bytes = len(message.text.encode()) if message.text is not None else len(message.content.encode())
+    size = (len(message.content.encode()) + text_bytes + len(message.subject.encode())) * 4 // 3 + MIME_OVERHEAD_BYTES
     if size > SES_MAX_MESSAGE_BYTES:
         raise ApiError(
             400,
@@ -114,6 +126,8 @@ def check_message(message: MessageIn, where: str) -> None:
             "with its text part this message would exceed SES's 40 MB limit",
             f"{where}.content",
         )
+    if is_template(message):
+        check_recipients(message, parsed(message, where), where, LINE_SEPARATORS)
 
 
 def parse_scheduled_at(value: str | None, settings: Settings, now: datetime) -> datetime | None:
@@ -144,10 +158,18 @@ def parse_scheduled_at(value: str | None, settings: Settings, now: datetime) -> 
 
 def sort_addresses(raw: list[str]) -> tuple[tuple[str, ...], list[tuple[str, str]], int]:
     """(addresses to store, rejected with reasons, duplicates within this message)."""
-    seen: dict[str, None] = {}
+    emails, _, rejected, duplicates = sort_recipients([(address, "") for address in raw])
+    return emails, rejected, duplicates
+
+
+def sort_recipients(
+    posted: list[tuple[str, str]],
+) -> tuple[tuple[str, ...], tuple[str, ...], list[tuple[str, str]], int]:
+    """(addresses to store, their data, rejected with reasons, duplicates): the first of a repeat wins."""
+    seen: dict[str, str] = {}
     rejected: list[tuple[str, str]] = []
     duplicates = 0
-    for address in raw:
+    for address, data in posted:
         try:
             normalised = normalise(address)
         except InvalidAddress as problem:
@@ -156,5 +178,5 @@ def sort_addresses(raw: list[str]) -> tuple[tuple[str, ...], list[tuple[str, str
         if normalised in seen:
             duplicates += 1
         else:
-            seen[normalised] = None
-    return tuple(seen), rejected, duplicates
+            seen[normalised] = data
+    return tuple(seen), tuple(seen.values()), rejected, duplicates

@@ -11,7 +11,7 @@ so clients of the original server keep working.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Final, TypeVar
+from typing import Annotated, Any, Final, TypeVar
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
@@ -78,12 +78,40 @@ ListId = Annotated[
 ]
 
 
+class RecipientIn(Struct):
+    """A recipient with the data its templates are rendered with."""
+
+    email: Email
+    data: Annotated[
+        dict[str, Any],
+        Meta(description="Template values: JSON, at most 16 KiB and 5 levels deep; `{{name}}` reads `data.name`."),
+    ] = msgspec.field(default_factory=dict)
+
+
 class MessageIn(Struct):
-    """One message to a list of recipients."""
+    """One message to a list of recipients (`emails`, `recipients` with data, or both)."""
 
     subject: Subject
     content: Content
-    emails: Annotated[list[Email], Meta(min_length=1)]
+    emails: Annotated[
+        list[Email], Meta(description="Recipients without data. At least one here or in `recipients`.")
+    ] = msgspec.field(default_factory=list)
+    recipients: list[RecipientIn] | None = None
+    text: (
+        Annotated[
+            str,
+            Meta(min_length=1, description="The plain-text part; derived from `content` when absent."),
+        ]
+        | None
+    ) = None
+    template: Annotated[
+        bool,
+        Meta(description="Render `subject`, `content` and `text` as templates (implied by `recipients`)."),
+    ] = False
+    strict: Annotated[
+        bool,
+        Meta(description="A variable that some recipient's data lacks is a 400 instead of rendering empty."),
+    ] = False
     topic_id: TopicId | None = None
     list_id: ListId | None = None
     transactional: Annotated[

@@ -108,7 +108,7 @@ def claim_topic(conn: sqlite3.Connection, topic: str, now_ms: int, limit: int) -
         f"UPDATE recipients SET status = '{Status.SENDING}' WHERE id IN ("
         f" SELECT id FROM recipients WHERE status = '{Status.PENDING}' AND topic_id = ? AND due_at_ms <= ?"
         " ORDER BY due_at_ms, id LIMIT ?)"
-        " RETURNING id, email, topic_id, content_id, due_at_ms",
+        " RETURNING id, email, topic_id, content_id, due_at_ms, data",
         (topic, now_ms, limit),
     ).fetchall()
     rows.sort(key=lambda row: (row[4], row[0]))
@@ -118,7 +118,7 @@ def claim_topic(conn: sqlite3.Connection, topic: str, now_ms: int, limit: int) -
         conn.executemany(f"UPDATE recipients SET status = '{Status.SUPPRESSED}' WHERE id = ?", ((i,) for i in blocked))
         rows = [row for row in rows if row[0] not in blocked]
     lists = content_lists(conn, {row[3] for row in rows})
-    return [Recipient(row[0], row[1], row[2], row[3], lists.get(row[3])) for row in rows]
+    return [Recipient(row[0], row[1], row[2], row[3], lists.get(row[3]), row[5]) for row in rows]
 
 
 def content_lists(conn: sqlite3.Connection, content_ids: set[int]) -> dict[int, str]:

@@ -49,13 +49,23 @@ def store_messages(conn: sqlite3.Connection, request: StoreMessages, now_ms: int
         if not emails:
             continue
         content_id = conn.execute(
-            "INSERT INTO contents (subject, html, created_at_ms, list_id, transactional) VALUES (?, ?, ?, ?, ?)",
-            (message.subject, message.html, now_ms, message.list_id, message.transactional),
+            "INSERT INTO contents (subject, html, created_at_ms, list_id, transactional, template, text)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                message.subject,
+                message.html,
+                now_ms,
+                message.list_id,
+                message.transactional,
+                message.template,
+                message.text,
+            ),
         ).lastrowid
+        data = dict(zip(message.emails, message.data, strict=True)) if message.data else {}
         conn.executemany(
-            "INSERT INTO recipients (content_id, topic_id, email, status, due_at_ms, created_at_ms)"
-            f" VALUES (?, ?, ?, '{Status.PENDING}', ?, ?)",
-            ((content_id, message.topic_id, email, request.due_at_ms, now_ms) for email in emails),
+            "INSERT INTO recipients (content_id, topic_id, email, status, due_at_ms, created_at_ms, data)"
+            f" VALUES (?, ?, ?, '{Status.PENDING}', ?, ?, ?)",
+            ((content_id, message.topic_id, e, request.due_at_ms, now_ms, data.get(e) or None) for e in emails),
         )
         stored += len(emails)
         conn.execute(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections import OrderedDict
 
-from pipeline.mail import PreparedContent, prepare
+from pipeline.mail import PreparedContent, PreparedTemplate, prepare, prepare_template
 
 CACHE_SIZE = 128
 
@@ -17,20 +17,22 @@ class ContentCache:
         self._conn = conn
         self._footer = footer  # UNSUBSCRIBE_FOOTER, for contents that place no link themselves
         self._size = size
-        self._cache: OrderedDict[int, PreparedContent] = OrderedDict()
+        self._cache: OrderedDict[int, PreparedContent | PreparedTemplate] = OrderedDict()
 
-    def get(self, content_id: int) -> PreparedContent:
+    def get(self, content_id: int) -> PreparedContent | PreparedTemplate:
         """The prepared content; LookupError when the row does not exist."""
         cached = self._cache.get(content_id)
         if cached is not None:
             self._cache.move_to_end(content_id)
             return cached
         row = self._conn.execute(
-            "SELECT subject, html, list_id, transactional FROM contents WHERE id = ?", (content_id,)
+            "SELECT subject, html, list_id, transactional, template, text FROM contents WHERE id = ?", (content_id,)
         ).fetchone()
         if row is None:
             raise LookupError(f"content {content_id} does not exist")
-        prepared = prepare(row[0], row[1], list_id=row[2], transactional=bool(row[3]), footer=self._footer)
+        subject, html, list_id, transactional, template, text = row
+        lists = {"list_id": list_id, "transactional": bool(transactional), "footer": self._footer}
+        prepared = prepare_template(subject, html, text, **lists) if template else prepare(subject, html, **lists)
         self._cache[content_id] = prepared
         if len(self._cache) > self._size:
             self._cache.popitem(last=False)

@@ -21,7 +21,7 @@ from pipeline.backoff import jittered_backoff_s
 from pipeline.clock import now_ms
 from pipeline.gate import SendGate
 from pipeline.limiter import RateLimiter
-from pipeline.mail import MailNotBuildable, Unsubscribe, build
+from pipeline.mail import MailNotBuildable, PreparedTemplate, Unsubscribe, build, build_personal
 from pipeline.messages import (
     AddressHeld,
     Deliver,
@@ -222,7 +222,13 @@ class Sender:
             content = self.contents.get(recipient.content_id)
             try:
                 link = self.unsubscribe(rid, content.list_id)
-                mail = build(content, rid, recipient.email, recipient.topic_id, self.pixel(rid), link)
+                pixel = self.pixel(rid)
+                if isinstance(content, PreparedTemplate):
+                    mail = build_personal(
+                        content, rid, recipient.email, recipient.topic_id, recipient.data, pixel, link
+                    )
+                else:
+                    mail = build(content, rid, recipient.email, recipient.topic_id, pixel, link)
             except (ValueError, TypeError) as problem:
                 raise MailNotBuildable(f"the message cannot be built: {problem}") from None
             message_id = await self.backend.send(mail)

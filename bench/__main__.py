@@ -5,7 +5,19 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ("ingest", "throughput", "rate", "scale", "events", "slowloris", "fuzz", "spam", "templates", "clicks", "bulk_probe")
+BENCHMARKS = (
+    "ingest",
+    "throughput",
+    "rate",
+    "scale",
+    "events",
+    "slowloris",
+    "fuzz",
+    "spam",
+    "templates",
+    "clicks",
+    "bulk_probe",
+)
 
 
 def main() -> int:

@@ -157,6 +157,8 @@ class Settings:
     restart: RestartPolicy = field(default_factory=RestartPolicy)
     lists: ListSettings = field(default_factory=ListSettings)
     guard: GuardSettings = field(default_factory=GuardSettings)
+    # TRACK_CLICKS: rewrite links for click counts in messages that do not say `track_clicks`.
+    track_clicks: bool = False
 
     @property
     def server_url_is_local(self) -> bool:
@@ -460,6 +462,7 @@ def load(environ: Mapping[str, str]) -> Settings:
         ),
         lists=_lists(reader, server_url),
         guard=_guard(reader),
+        track_clicks=reader.flag("TRACK_CLICKS", False),
     )
     if reader.problems:
         raise ConfigError(reader.problems)

@@ -10,6 +10,7 @@ the link too (pipeline/unsubscribe.py has the link's format and the footers).
 
 from __future__ import annotations
 
+import html as html_module
 import json
 import re
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from email.utils import formatdate, make_msgid
 
 import inscriptis
 
+from pipeline.clicks import CLICK_PATH, ClickSlots, click_tokens, rewrite_links
 from pipeline.templates import RenderError, Template, TemplateError, parse
 from pipeline.unsubscribe import LinkSlots, has_link, link_slots, prepare_text, text_footer
 
@@ -44,6 +46,18 @@ class PreparedContent:
     text: LinkSlots
     list_id: str | None = None
     transactional: bool = False
+    # With click tracking: the HTML cut at each tracked link (then split per recipient), and
+    # the footer that is due (the split above is then unused).
+    clicks: ClickSlots | None = None
+    footer: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Tracking:
+    """What a recipient's click links are signed with: SERVER_URL and the installation key."""
+
+    server_url: str
+    key: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +80,13 @@ class OutgoingMail:
 
 
 def prepare(
-    subject: str, html: str, *, list_id: str | None = None, transactional: bool = False, footer: str | None = None
+    subject: str,
+    html: str,
+    *,
+    list_id: str | None = None,
+    transactional: bool = False,
+    footer: str | None = None,
+    track_clicks: bool = False,
 ) -> PreparedContent:
     """Split at the last </body> (or the end), add the footer when it is due, and derive the text part.
 
@@ -80,6 +100,7 @@ def prepare(
     else:
         before = html[:cut] if has_link(html) else html[:cut] + footer
         text_slots = prepare_text(text, text_footer(footer))
+    due = None if transactional or footer is None or has_link(html) else footer
     return PreparedContent(
         subject,
         link_slots(before, escape=True),
@@ -87,6 +108,8 @@ def prepare(
         text_slots,
         list_id,
         transactional,
+        rewrite_links(html) if track_clicks else None,
+        due,
     )
 
 
@@ -105,6 +128,8 @@ class PreparedTemplate:
     text_footer: str | None
     list_id: str | None = None
     transactional: bool = False
+    # Tracked links: each is the variable `__click_N` in `html`, filled per recipient.
+    clicks: int = 0
 
 
 def prepare_template(
@@ -115,9 +140,12 @@ def prepare_template(
     list_id: str | None = None,
     transactional: bool = False,
     footer: str | None = None,
+    track_clicks: bool = False,
 ) -> PreparedTemplate:
     """Parse each part once; without a text part, the text is derived from the HTML template."""
     source = text if text is not None else inscriptis.get_text(html).strip()
+    clicks = rewrite_links(html) if track_clicks else None
+    tracked = html if clicks is None else "".join(click_variables(clicks))
     try:
         text_template: Template | None = parse(source, html=False)
     except TemplateError:
@@ -125,13 +153,22 @@ def prepare_template(
     wants_footer = footer is not None and not transactional
     return PreparedTemplate(
         parse(subject, html=False),
-        parse(html, html=True),
+        parse(tracked, html=True),
         text_template,
         footer if wants_footer and not has_link(html) else None,
         text_footer(footer) if wants_footer and not has_link(source) else None,
         list_id,
         transactional,
+        0 if clicks is None else len(clicks.links),
     )
+
+
+def click_variables(clicks: ClickSlots) -> list[str]:
+    """The HTML's pieces with `{{{__click_N}}}` in each tracked link's place."""
+    parts = [clicks.pieces[0]]
+    for index, piece in enumerate(clicks.pieces[1:]):
+        parts += (f"{{{{{{__click_{index}}}}}}}", piece)
+    return parts
 
 
 def build_personal(
@@ -142,31 +179,51 @@ def build_personal(
     data: str | None,
     pixel: str,
     unsubscribe: Unsubscribe | None = None,
+    tracking: Tracking | None = None,
 ) -> OutgoingMail:
     """One recipient's mail from a template: rendered with its data and the built-ins (which
     its data cannot replace), then the footer, the link and the pixel, as for any mail."""
     url = unsubscribe.url if unsubscribe is not None else ""
     values = {**(json.loads(data) if data else {}), "email": to, "topic_id": topic_id, "unsubscribe_url": url}
+    if content.clicks and tracking is not None:
+        prefix = tracking.server_url + CLICK_PATH
+        tokens = click_tokens(tracking.key, recipient_id, content.clicks)
+        values.update((f"__click_{index}", html_module.escape(prefix + token)) for index, token in enumerate(tokens))
     try:
         subject, html = content.subject.render(values), content.html.render(values)
         text = content.text.render(values) if content.text is not None else inscriptis.get_text(html).strip()
     except RenderError as problem:
         raise MailNotBuildable(f"the template cannot be rendered for this recipient: {problem}") from None
-    closings = [match.start() for match in BODY_CLOSE.finditer(html)]
-    cut = closings[-1] if closings else len(html)
-    before = html[:cut] + (content.footer or "")
     if content.text_footer is not None:
         text = f"{text.rstrip()}\n\n{content.text_footer}" if text.strip() else content.text_footer
-    tags = [("request_id", str(recipient_id))] + ([("topic_id", tag_value(topic_id))] if topic_id else [])
     return OutgoingMail(
         recipient_id=recipient_id,
         to=to,
         subject=subject,
-        html=link_slots(before, escape=True).fill(url) + pixel + link_slots(html[cut:], escape=True).fill(url),
+        html=assemble(html, content.footer, url, pixel),
         text=link_slots(text, escape=False).fill(url),
-        tags=tuple(tags),
+        tags=tags_of(recipient_id, topic_id),
         headers=unsubscribe.headers if unsubscribe is not None and not content.transactional else (),
     )
+
+
+def assemble(html: str, footer: str | None, url: str, pixel: str) -> str:
+    """A recipient's own HTML finished: the footer and the pixel before the last </body>, the link filled."""
+    closings = [match.start() for match in BODY_CLOSE.finditer(html)]
+    cut = closings[-1] if closings else len(html)
+    return (
+        link_slots(html[:cut] + (footer or ""), escape=True).fill(url)
+        + pixel
+        + link_slots(html[cut:], escape=True).fill(url)
+    )
+
+
+def tags_of(recipient_id: int, topic_id: str) -> tuple[tuple[str, str], ...]:
+    """The tags that let SES events find the recipient (and its topic)."""
+    tags = [("request_id", str(recipient_id))]
+    if topic_id:
+        tags.append(("topic_id", tag_value(topic_id)))
+    return tuple(tags)
 
 
 def tag_value(text: str) -> str:
@@ -181,21 +238,25 @@ def build(
     topic_id: str,
     pixel: str,
     unsubscribe: Unsubscribe | None = None,
+    tracking: Tracking | None = None,
 ) -> OutgoingMail:
-    """One recipient's mail, with its pixel, its link, its list headers (unless transactional)
-    and the tags that let SES events find it."""
-    tags = [("request_id", str(recipient_id))]
-    if topic_id:
-        tags.append(("topic_id", tag_value(topic_id)))
+    """One recipient's mail, with its pixel, its link, its list headers (unless transactional),
+    its click links (when tracked) and the tags that let SES events find it."""
     url = unsubscribe.url if unsubscribe is not None else ""
     headers = unsubscribe.headers if unsubscribe is not None and not content.transactional else ()
+    if content.clicks is not None and tracking is not None:
+        html = assemble(
+            content.clicks.fill(tracking.server_url, tracking.key, recipient_id), content.footer, url, pixel
+        )
+    else:
+        html = content.html_before.fill(url) + pixel + content.html_after.fill(url)
     return OutgoingMail(
         recipient_id=recipient_id,
         to=to,
         subject=content.subject,
-        html=content.html_before.fill(url) + pixel + content.html_after.fill(url),
+        html=html,
         text=content.text.fill(url),
-        tags=tuple(tags),
+        tags=tags_of(recipient_id, topic_id),
         headers=headers,
     )
 

@@ -68,6 +68,8 @@ class NewMessage(Message):
     data: tuple[str, ...] = ()
     # The plain-text part (a template too when `template`); None: derived from the HTML.
     text: str | None = None
+    # Each http(s) link of the HTML goes through a signed redirect that counts clicks.
+    track_clicks: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,11 +381,13 @@ class EventsRecorded(Message):
 
 @dataclass(frozen=True, slots=True)
 class RecordOpens(Message):
-    """Pixel hits that arrived together: (raw query string, at_ms) each, signatures unchecked."""
+    """Pixel hits that arrived together: (raw query string, at_ms) each, signatures unchecked;
+    and clicks of signed links: (recipient_id, link_index, at_ms) each."""
 
     corr_id: int
     reply_to: str
     opens: tuple[tuple[str, int], ...]
+    clicks: tuple[tuple[int, int, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

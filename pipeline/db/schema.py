@@ -287,6 +287,25 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ALTER TABLE contents ADD COLUMN text TEXT;
     ALTER TABLE recipients ADD COLUMN data TEXT;
     """,
+    # 8: click tracking. A content's tracked links, by their place in its HTML (the redirect
+    # reads the URL here: a token names only the recipient and the link's index), and per
+    # recipient and link the first click and the count.
+    """
+    ALTER TABLE contents ADD COLUMN track_clicks INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE links (
+        content_id INTEGER NOT NULL REFERENCES contents(id),
+        link_index INTEGER NOT NULL,
+        url TEXT NOT NULL,
+        PRIMARY KEY (content_id, link_index)
+    ) WITHOUT ROWID;
+    CREATE TABLE clicks (
+        recipient_id INTEGER NOT NULL,
+        link_index INTEGER NOT NULL,
+        first_at_ms INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (recipient_id, link_index)
+    ) WITHOUT ROWID;
+    """,
 )
 TRACKING_KEY: Final = "tracking_hmac_key"
 BUSY_TIMEOUT_MS: Final = 5000

@@ -86,6 +86,7 @@ def parse_campaign(body: bytes, settings: Settings, now: datetime) -> Campaign:
                     template,
                     data if template else (),
                     message.text,
+                    settings.track_clicks if message.track_clicks is None else message.track_clicks,
                 )
             )
     due = scheduled or now

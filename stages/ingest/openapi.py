@@ -67,6 +67,7 @@ def html_answer(description: str) -> Json:
     return {"description": description, "content": {"text/html": {"schema": {"type": "string"}}}}
 
 
+CLICK_TOKEN: Final = path("token", "The signed token from the mail's link.", {"type": "string", "maxLength": 64})
 UNSUBSCRIBE_TOKEN: Final = path(
     "token", "The signed token from List-Unsubscribe or the mail's link.", {"type": "string", "maxLength": 300}
 )
@@ -267,6 +268,34 @@ def paths() -> Json:
                     query("request_id", "The recipient, from the link in the email.", {"type": "string"}),
                     query("sig", "The link's signature.", {"type": "string"}),
                 ),
+            )
+        },
+        "/v1/events/click/{token}": {
+            "get": operation(
+                "clickRedirect",
+                "A tracked link: 302 to its URL when the token is ours, counted as a click",
+                {
+                    302: {
+                        "description": "To the link's own URL.",
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                    },
+                    404: html_answer("A forged token or an unknown link; never a redirect."),
+                },
+                tag="Events",
+                public=True,
+                parameters=(
+                    path("token", "The signed token from the mail's link.", {"type": "string", "maxLength": 64}),
+                ),
+            )
+        },
+        "/v1/topics/{topic_id}/links": {
+            "get": operation(
+                "topicLinks",
+                "The topic's tracked links, with unique and total clicks",
+                {200: json_answer("The links, most clicked first.", ref("TopicLinks"))},
+                (400,),
+                tag=topics,
+                parameters=(TOPIC_ID,),
             )
         },
         "/v1/unsubscribe/{token}": {

@@ -33,6 +33,7 @@ class OpenBatcher:
         self._ask = ask
         self._log = log
         self._opens: list[tuple[str, int]] = []
+        self._clicks: list[tuple[int, int, int]] = []
         self._flush: asyncio.TimerHandle | None = None
         self._sending: set[asyncio.Task[None]] = set()
         self._uncommitted = 0
@@ -46,18 +47,28 @@ class OpenBatcher:
         elif self._flush is None:
             self._flush = asyncio.get_running_loop().call_later(GATHER_S, self.flush)
 
+    def add_click(self, recipient_id: int, link_index: int, at_ms: int) -> None:
+        """Queue one click of a signed link; it travels with the opens of its moment."""
+        self._clicks.append((recipient_id, link_index, at_ms))
+        if len(self._opens) + len(self._clicks) >= MAX_BATCH:
+            self.flush()
+        elif self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(GATHER_S, self.flush)
+
     def flush(self) -> None:
         if self._flush is not None:
             self._flush.cancel()
             self._flush = None
         opens, self._opens = tuple(self._opens), []
-        if not opens:
+        clicks, self._clicks = tuple(self._clicks), []
+        count = len(opens) + len(clicks)
+        if not count:
             return
-        if self._uncommitted + len(opens) > MAX_UNCOMMITTED:
-            self._give_up(opens, "the recorder is too far behind")
+        if self._uncommitted + count > MAX_UNCOMMITTED:
+            self._give_up(count, "the recorder is too far behind")
             return
-        self._uncommitted += len(opens)
-        task = asyncio.get_running_loop().create_task(self._commit(opens))
+        self._uncommitted += count
+        task = asyncio.get_running_loop().create_task(self._commit(opens, clicks))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
@@ -67,21 +78,21 @@ class OpenBatcher:
         if self._sending:
             await asyncio.wait(self._sending, timeout=timeout_s)
 
-    async def _commit(self, opens: tuple[tuple[str, int], ...]) -> None:
+    async def _commit(self, opens: tuple[tuple[str, int], ...], clicks: tuple[tuple[int, int, int], ...]) -> None:
         try:
             for attempt in range(RETRIES):
                 try:
-                    reply = await self._ask(lambda corr_id: RecordOpens(corr_id, "ingest", opens))
+                    reply = await self._ask(lambda corr_id: RecordOpens(corr_id, "ingest", opens, clicks))
                     assert isinstance(reply, OpensRecorded)
                     return
                 except ChannelFull:
                     await asyncio.sleep(RETRY_DELAY_S * 2**attempt)
                 except TimeoutError:
                     break
-            self._give_up(opens, "the recorder did not confirm them")
+            self._give_up(len(opens) + len(clicks), "the recorder did not confirm them")
         finally:
-            self._uncommitted -= len(opens)
+            self._uncommitted -= len(opens) + len(clicks)
 
-    def _give_up(self, opens: tuple[tuple[str, int], ...], why: str) -> None:
-        self.lost += len(opens)
-        self._log.warning("%d open(s) not recorded: %s (%d so far)", len(opens), why, self.lost)
+    def _give_up(self, count: int, why: str) -> None:
+        self.lost += count
+        self._log.warning("%d open(s) or click(s) not recorded: %s (%d so far)", count, why, self.lost)

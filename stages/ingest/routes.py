@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from stages.ingest import account, events, one_click, suppressions, views
+from stages.ingest import account, clicks, events, one_click, suppressions, views
 from stages.ingest.apidocs import setup_docs
 from stages.ingest.auth import protected
 from stages.ingest.errors import NO_ROUTE, Handler, answers_errors, no_route
@@ -15,7 +15,7 @@ def api(handler: Handler) -> Handler:
 
 
 def setup_routes(app: web.Application) -> None:
-    """Public: health, the contract, the pixel, the unsubscribe link and the SNS webhook.
+    """Public: health, the contract, the pixel, the click redirect, the unsubscribe link and the SNS webhook.
     Everything else is `protected`.
 
     Every route but the pixel `answers_errors`; the pixel answers its image whatever
@@ -26,6 +26,7 @@ def setup_routes(app: web.Application) -> None:
     router.add_get("/ready", answers_errors(views.ready))
     setup_docs(app)
     router.add_get("/v1/events/open", events.open_pixel)  # HEAD too
+    router.add_get("/v1/events/click/{token}", answers_errors(clicks.click))  # HEAD too
     router.add_post("/v1/events/results", answers_errors(events.sns_results))
     # The one-click unsubscribe link: public, like the pixel (the token is the credential).
     router.add_get("/v1/unsubscribe/{token}", answers_errors(one_click.unsubscribe_page))  # HEAD too
@@ -42,6 +43,7 @@ def setup_routes(app: web.Application) -> None:
     # A "/" in a topic id is sent as %2F: routes match the encoded path, then decode it.
     router.add_post("/v1/topics/{topic_id:[^/]+}/pause", api(views.pause_topic))
     router.add_post("/v1/topics/{topic_id:[^/]+}/resume", api(views.resume_topic))
+    router.add_get("/v1/topics/{topic_id:[^/]+}/links", api(clicks.topic_links))
     router.add_get("/v1/topics/{topic_id:[^/]+}", api(views.get_topic))
     router.add_delete("/v1/topics/{topic_id:[^/]+}", api(views.cancel_topic))
     # Last: what no route above takes gets a 404 or a 405 in the one error shape.

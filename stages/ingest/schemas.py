@@ -113,6 +113,10 @@ class MessageIn(Struct):
         Meta(description="A variable that some recipient's data lacks is a 400 instead of rendering empty."),
     ] = False
     topic_id: TopicId | None = None
+    track_clicks: Annotated[
+        bool | None,
+        Meta(description="Count clicks: each http(s) link goes through a signed redirect (default: TRACK_CLICKS)."),
+    ] = None
     list_id: ListId | None = None
     transactional: Annotated[
         bool,
@@ -192,6 +196,8 @@ class TopicTotals(Struct):
     complained: int
     opened: int
     opens: int
+    clicked: Annotated[int, Meta(description="Recipients who clicked a tracked link (`track_clicks`).")]
+    clicks: Annotated[int, Meta(description="Clicks of tracked links, every one.")]
     unsubscribed: Annotated[int, Meta(description="Recipients of this topic who used its unsubscribe link.")]
     first_sent_at: str | None
     last_sent_at: str | None
@@ -203,6 +209,17 @@ class TopicTotals(Struct):
         str | None,
         Meta(description="Why the reputation guard holds it (its own rates, or the account's); null otherwise."),
     ]
+
+
+class LinkClicks(Struct):
+    url: str
+    clicked: int
+    clicks: int
+
+
+class TopicLinks(Struct):
+    topic_id: str
+    links: list[LinkClicks]
 
 
 class TopicSummary(Struct):
@@ -336,6 +353,7 @@ ANSWERS: Final = (
     CampaignAccepted,
     TopicTotals,
     TopicList,
+    TopicLinks,
     TopicCancelled,
     TopicPaused,
     TopicResumed,

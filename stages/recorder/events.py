@@ -193,7 +193,33 @@ def record_opens(conn: sqlite3.Connection, request: RecordOpens, key: bytes) -> 
         f" WHERE id = ? AND status = '{Status.SENT}'",
         (pair for pair in signed if pair[1] is not None),
     ).rowcount
+    for recipient_id, link_index, at_ms in request.clicks:
+        counted += record_click(conn, recipient_id, link_index, at_ms)
     return OpensRecorded(request.corr_id, counted)
+
+
+def record_click(conn: sqlite3.Connection, recipient_id: int, link_index: int, at_ms: int) -> int:
+    """One click of a sent recipient's tracked link: the first time and the count per link, and
+    its topic's `clicks` and `clicked` (unique recipients). 0 when the link or the send is not ours."""
+    row = conn.execute(
+        "SELECT r.topic_id, EXISTS (SELECT 1 FROM clicks c WHERE c.recipient_id = r.id) FROM recipients r"
+        " JOIN links l ON l.content_id = r.content_id AND l.link_index = ?"
+        f" WHERE r.id = ? AND r.status = '{Status.SENT}'",
+        (link_index, recipient_id),
+    ).fetchone()
+    if row is None:
+        return 0
+    topic_id, clicked_before = row
+    conn.execute(
+        "INSERT INTO clicks VALUES (?, ?, ?, 1) ON CONFLICT (recipient_id, link_index) DO UPDATE SET count = count + 1",
+        (recipient_id, link_index, at_ms),
+    )
+    for name in ("clicks",) if clicked_before else ("clicks", "clicked"):
+        conn.execute(
+            "INSERT INTO topic_counts VALUES (?, ?, 1) ON CONFLICT (topic_id, name) DO UPDATE SET n = n + 1",
+            (topic_id, name),
+        )
+    return 1
 
 
 def suppress(conn: sqlite3.Connection, email: str, reason: str, detail: str, now_ms: int, scope: str = "") -> bool:

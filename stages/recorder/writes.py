@@ -11,6 +11,7 @@ import sqlite3
 import time
 from collections.abc import Iterable
 
+from pipeline.clicks import rewrite_links
 from pipeline.db.status import HOLDABLE, Status
 from pipeline.guardrails import GuardEvent, MailSent
 from pipeline.messages import (
@@ -49,8 +50,8 @@ def store_messages(conn: sqlite3.Connection, request: StoreMessages, now_ms: int
         if not emails:
             continue
         content_id = conn.execute(
-            "INSERT INTO contents (subject, html, created_at_ms, list_id, transactional, template, text)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO contents (subject, html, created_at_ms, list_id, transactional, template, text, track_clicks)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 message.subject,
                 message.html,
@@ -59,8 +60,14 @@ def store_messages(conn: sqlite3.Connection, request: StoreMessages, now_ms: int
                 message.transactional,
                 message.template,
                 message.text,
+                message.track_clicks,
             ),
         ).lastrowid
+        if message.track_clicks:
+            conn.executemany(
+                "INSERT INTO links VALUES (?, ?, ?)",
+                ((content_id, index, url) for index, url in enumerate(rewrite_links(message.html).links)),
+            )
         data = dict(zip(message.emails, message.data, strict=True)) if message.data else {}
         conn.executemany(
             "INSERT INTO recipients (content_id, topic_id, email, status, due_at_ms, created_at_ms, data)"

@@ -15,7 +15,7 @@ import sqlite3
 from config.settings import SES_STARTING_RATE_PER_S, Settings
 from pipeline.db.schema import open_reader, tracking_key
 from pipeline.limiter import RateLimiter
-from pipeline.mail import Unsubscribe
+from pipeline.mail import Tracking, Unsubscribe
 from pipeline.runtime import BootError, StageContext
 from pipeline.ses import MailBackend, open_backend
 from pipeline.tracking import pixel_tag
@@ -55,6 +55,7 @@ async def run(ctx: StageContext) -> None:
             limiter=limiter,
             pixel=lambda recipient_id: pixel_tag(settings.server_url, key, recipient_id),
             unsubscribe=lambda recipient_id, list_id: unsubscribe_link(settings, key, recipient_id, list_id),
+            tracking=Tracking(settings.server_url, key),
             in_flight_limit=limit,
         )
         backend.admission = sender.admit

@@ -26,12 +26,18 @@ class ContentCache:
             self._cache.move_to_end(content_id)
             return cached
         row = self._conn.execute(
-            "SELECT subject, html, list_id, transactional, template, text FROM contents WHERE id = ?", (content_id,)
+            "SELECT subject, html, list_id, transactional, template, text, track_clicks FROM contents WHERE id = ?",
+            (content_id,),
         ).fetchone()
         if row is None:
             raise LookupError(f"content {content_id} does not exist")
-        subject, html, list_id, transactional, template, text = row
-        lists = {"list_id": list_id, "transactional": bool(transactional), "footer": self._footer}
+        subject, html, list_id, transactional, template, text, track_clicks = row
+        lists = {
+            "list_id": list_id,
+            "transactional": bool(transactional),
+            "footer": self._footer,
+            "track_clicks": bool(track_clicks),
+        }
         prepared = prepare_template(subject, html, text, **lists) if template else prepare(subject, html, **lists)
         self._cache[content_id] = prepared
         if len(self._cache) > self._size:

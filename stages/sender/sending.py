@@ -21,7 +21,7 @@ from pipeline.backoff import jittered_backoff_s
 from pipeline.clock import now_ms
 from pipeline.gate import SendGate
 from pipeline.limiter import RateLimiter
-from pipeline.mail import MailNotBuildable, PreparedTemplate, Unsubscribe, build, build_personal
+from pipeline.mail import MailNotBuildable, PreparedTemplate, Tracking, Unsubscribe, build, build_personal
 from pipeline.messages import (
     AddressHeld,
     Deliver,
@@ -62,6 +62,8 @@ class Sender:
     # A recipient's unsubscribe link and list headers, from its row id and its message's list.
     unsubscribe: Callable[[int, str | None], Unsubscribe]
     in_flight_limit: int
+    # What click links are signed with (None: tests that send no tracked mail).
+    tracking: Tracking | None = None
     gate: SendGate = field(default_factory=SendGate)
     ledger: Ledger = field(init=False)
     # Throttles in a row per recipient: the retry policy's input, not bookkeeping.
@@ -225,10 +227,10 @@ class Sender:
                 pixel = self.pixel(rid)
                 if isinstance(content, PreparedTemplate):
                     mail = build_personal(
-                        content, rid, recipient.email, recipient.topic_id, recipient.data, pixel, link
+                        content, rid, recipient.email, recipient.topic_id, recipient.data, pixel, link, self.tracking
                     )
                 else:
-                    mail = build(content, rid, recipient.email, recipient.topic_id, pixel, link)
+                    mail = build(content, rid, recipient.email, recipient.topic_id, pixel, link, self.tracking)
             except (ValueError, TypeError) as problem:
                 raise MailNotBuildable(f"the message cannot be built: {problem}") from None
             message_id = await self.backend.send(mail)

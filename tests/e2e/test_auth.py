@@ -145,7 +145,7 @@ def test_the_token_command_mints_a_working_token(tree: Tree, tmp_path: Path) -> 
     assert get_topics(tree, {"Authorization": f"Bearer {minted}"})[0] == 200
 
 
-def test_every_api_route_but_the_pixel_the_webhook_and_the_unsubscribe_link_wants_a_token(tree: Tree) -> None:
+def test_every_api_route_but_the_pixel_the_webhook_and_the_links_in_mail_wants_a_token(tree: Tree) -> None:
     # Read from the router itself, so a route added without `protected` fails here.
     from aiohttp import web
 
@@ -154,7 +154,7 @@ def test_every_api_route_but_the_pixel_the_webhook_and_the_unsubscribe_link_want
     app = web.Application()
     setup_routes(app)
     # The unsubscribe link's token is its credential (RFC 8058: no cookie, no auth).
-    public = {"/v1/events/open", "/v1/events/results", "/v1/unsubscribe/{token}"}
+    public = {"/v1/events/open", "/v1/events/results", "/v1/unsubscribe/{token}", "/v1/events/click/{token}"}
     checked = 0
     for resource in app.router.resources():
         path = resource.canonical
@@ -168,7 +168,7 @@ def test_every_api_route_but_the_pixel_the_webhook_and_the_unsubscribe_link_want
             status = http(route.method, url, b"{}" if route.method == "POST" else None)[0]
             assert (status != 401) if path in public else (status == 401), (route.method, path, status)
             checked += 1
-    assert checked == 17
+    assert checked == 19
 
 
 @pytest.mark.parametrize(

@@ -165,6 +165,9 @@ def test_live_answers_match_the_document(tree: Tree, document: dict[str, Any]) -
     c.check("GET", "/v1/unsubscribe/{token}", http("GET", base + "/v1/unsubscribe/forged"))
     c.check("POST", "/v1/unsubscribe/{token}", http("POST", base + link, one_click, headers=form))
     c.check("POST", "/v1/unsubscribe/{token}", http("POST", base + "/v1/unsubscribe/forged", one_click, headers=form))
+    # Clicks: a forged token, and a topic's links
+    c.check("GET", "/v1/events/click/{token}", http("GET", base + "/v1/events/click/forged"))
+    c.check("GET", "/v1/topics/{topic_id}/links", call("GET", f"/v1/topics/{topic}/links"))
     # The account and the reputation guard
     c.check("GET", "/v1/account", call("GET", "/v1/account"))
     c.check("POST", "/v1/account/resume", call("POST", "/v1/account/resume"))

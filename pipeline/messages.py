@@ -387,7 +387,10 @@ class RecordOpens(Message):
     corr_id: int
     reply_to: str
     opens: tuple[tuple[str, int], ...]
-    clicks: tuple[tuple[int, int, int], ...] = ()
+    # (recipient_id, link_index, at_ms, user agent, client address) per click.
+    clicks: tuple[tuple[int, int, int, str, str], ...] = ()
+    # (user agent, client address) of each open, in the order of `opens`, to tell people from machines.
+    agents: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,20 @@ import aiosqlite
 from pipeline.db.status import Status
 
 STATUSES: tuple[str, ...] = tuple(Status)
-RESULTS = ("delivered", "bounced", "complained", "opened", "opens", "clicked", "clicks", "unsubscribed")
+RESULTS = (
+    "delivered",
+    "bounced",
+    "complained",
+    "opened",
+    "opens",
+    "opened_human",
+    "opens_machine",
+    "clicked",
+    "clicks",
+    "clicked_human",
+    "clicks_machine",
+    "unsubscribed",
+)
 # The original server's request_counts keys (its status codes 0-4), from our statuses.
 ORIGINAL_STATUS: dict[str, str] = {
     Status.PENDING: "Created",

@@ -306,6 +306,12 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         PRIMARY KEY (recipient_id, link_index)
     ) WITHOUT ROWID;
     """,
+    # 9: honest opens and clicks: when a person (not Apple's proxy or a scanner) first opened
+    # or clicked, so a topic can count the people apart from the machines.
+    """
+    ALTER TABLE recipients ADD COLUMN human_opened_at_ms INTEGER;
+    ALTER TABLE recipients ADD COLUMN human_clicked_at_ms INTEGER;
+    """,
 )
 TRACKING_KEY: Final = "tracking_hmac_key"
 BUSY_TIMEOUT_MS: Final = 5000

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from pipeline.clicks import parse_click
 from pipeline.clock import now_ms
+from stages.ingest.events import agent_of
 from stages.ingest.keys import CTX, DB, LINK_KEY, OPENS
 from stages.ingest.views import topic_id_of
 
@@ -38,7 +39,7 @@ async def click(request: web.Request) -> web.StreamResponse:
         return web.Response(text=NOT_FOUND, status=404, content_type="text/html")
     if request.method == "GET":
         try:
-            request.app[OPENS].add_click(target.recipient_id, target.link_index, now_ms())
+            request.app[OPENS].add_click(target.recipient_id, target.link_index, now_ms(), agent_of(request))
         except Exception:  # the reader must get where the link goes whatever happens
             request.app[CTX].log.exception("could not record a click")
     return web.Response(

@@ -110,7 +110,19 @@ def record_open(request: web.Request) -> None:
     """
     query = request.raw_path.partition("?")[2]
     if "sig=" in query and len(query) <= MAX_PIXEL_QUERY_CHARS:
-        request.app[OPENS].add(query, now_ms())
+        request.app[OPENS].add(query, now_ms(), agent_of(request))
+
+
+def agent_of(request: web.Request) -> tuple[str, str]:
+    """Who fetched it: the User-Agent and the client's address (the first X-Forwarded-For
+    address when the connection comes from this machine, i.e. a local reverse proxy)."""
+    address = request.remote or ""
+    if address in ("127.0.0.1", "::1") and (forwarded := request.headers.get("X-Forwarded-For")):
+        address = forwarded.split(",", 1)[0].strip()
+    return request.headers.get("User-Agent", "")[:MAX_AGENT_CHARS], address[:MAX_AGENT_CHARS]
+
+
+MAX_AGENT_CHARS = 512
 
 
 async def sent_counts(request: web.Request) -> web.Response:

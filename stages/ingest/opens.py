@@ -33,23 +33,26 @@ class OpenBatcher:
         self._ask = ask
         self._log = log
         self._opens: list[tuple[str, int]] = []
-        self._clicks: list[tuple[int, int, int]] = []
+        self._agents: list[tuple[str, str]] = []
+        self._clicks: list[tuple[int, int, int, str, str]] = []
         self._flush: asyncio.TimerHandle | None = None
         self._sending: set[asyncio.Task[None]] = set()
         self._uncommitted = 0
         self.lost = 0
 
-    def add(self, query: str, at_ms: int) -> None:
-        """Queue one pixel hit (its raw query); it is sent within GATHER_S (sooner when the batch fills)."""
+    def add(self, query: str, at_ms: int, agent: tuple[str, str] = ("", "")) -> None:
+        """Queue one pixel hit (its raw query, and who fetched it: user agent and address); it is
+        sent within GATHER_S (sooner when the batch fills)."""
         self._opens.append((query, at_ms))
+        self._agents.append(agent)
         if len(self._opens) >= MAX_BATCH:
             self.flush()
         elif self._flush is None:
             self._flush = asyncio.get_running_loop().call_later(GATHER_S, self.flush)
 
-    def add_click(self, recipient_id: int, link_index: int, at_ms: int) -> None:
+    def add_click(self, recipient_id: int, link_index: int, at_ms: int, agent: tuple[str, str] = ("", "")) -> None:
         """Queue one click of a signed link; it travels with the opens of its moment."""
-        self._clicks.append((recipient_id, link_index, at_ms))
+        self._clicks.append((recipient_id, link_index, at_ms, *agent))
         if len(self._opens) + len(self._clicks) >= MAX_BATCH:
             self.flush()
         elif self._flush is None:
@@ -60,6 +63,7 @@ class OpenBatcher:
             self._flush.cancel()
             self._flush = None
         opens, self._opens = tuple(self._opens), []
+        agents, self._agents = tuple(self._agents), []
         clicks, self._clicks = tuple(self._clicks), []
         count = len(opens) + len(clicks)
         if not count:
@@ -68,7 +72,7 @@ class OpenBatcher:
             self._give_up(count, "the recorder is too far behind")
             return
         self._uncommitted += count
-        task = asyncio.get_running_loop().create_task(self._commit(opens, clicks))
+        task = asyncio.get_running_loop().create_task(self._commit(opens, clicks, agents))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
@@ -78,11 +82,16 @@ class OpenBatcher:
         if self._sending:
             await asyncio.wait(self._sending, timeout=timeout_s)
 
-    async def _commit(self, opens: tuple[tuple[str, int], ...], clicks: tuple[tuple[int, int, int], ...]) -> None:
+    async def _commit(
+        self,
+        opens: tuple[tuple[str, int], ...],
+        clicks: tuple[tuple[int, int, int, str, str], ...],
+        agents: tuple[tuple[str, str], ...],
+    ) -> None:
         try:
             for attempt in range(RETRIES):
                 try:
-                    reply = await self._ask(lambda corr_id: RecordOpens(corr_id, "ingest", opens, clicks))
+                    reply = await self._ask(lambda corr_id: RecordOpens(corr_id, "ingest", opens, clicks, agents))
                     assert isinstance(reply, OpensRecorded)
                     return
                 except ChannelFull:

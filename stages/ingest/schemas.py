@@ -196,8 +196,12 @@ class TopicTotals(Struct):
     complained: int
     opened: int
     opens: int
+    opened_human: Annotated[int, Meta(description="Recipients opened by a person (not a proxy or scanner).")]
+    opens_machine: Annotated[int, Meta(description="Pixel loads by Apple's proxy, scanners and the like.")]
     clicked: Annotated[int, Meta(description="Recipients who clicked a tracked link (`track_clicks`).")]
     clicks: Annotated[int, Meta(description="Clicks of tracked links, every one.")]
+    clicked_human: Annotated[int, Meta(description="Recipients who clicked, a person.")]
+    clicks_machine: Annotated[int, Meta(description="Clicks by scanners and the like.")]
     unsubscribed: Annotated[int, Meta(description="Recipients of this topic who used its unsubscribe link.")]
     first_sent_at: str | None
     last_sent_at: str | None

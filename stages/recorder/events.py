@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pipeline import tracking
 from pipeline.db.status import Status
 from pipeline.guardrails import Complained, GuardEvent, HardBounced
+from pipeline.machine_opens import Hit, classify
 from pipeline.messages import (
     ChangeSuppression,
     EventsRecorded,
@@ -180,45 +181,87 @@ def guard_event(conn: sqlite3.Connection, recipient: Matched, event: SesEvent, n
 
 
 def record_opens(conn: sqlite3.Connection, request: RecordOpens, key: bytes) -> OpensRecorded:
-    """Count opens whose link this server signed, of recipients that were sent; the first-open time is kept.
+    """Count opens whose link this server signed, of recipients that were sent; the first-open
+    time is kept; and each open and click is judged a person's or a machine's.
 
     The signatures are checked here, not in ingest: the image is the same either way, and
     ingest's one event loop bounds how many pixels are served, so parsing and the HMAC
     (about a sixth of a pixel request's cost there) are done by the stage that writes the
     open anyway. `key` is the tracking key, read once when the recorder starts.
+    `opened` and `opens` count every signed hit, as before; `opened_human` and
+    `opens_machine` come from pipeline/machine_opens.py's verdict.
     """
-    signed = ((at_ms, tracking.signed_recipient(key, query)) for query, at_ms in request.opens)
-    counted = conn.executemany(
-        "UPDATE recipients SET open_count = open_count + 1, opened_first_at_ms = COALESCE(opened_first_at_ms, ?)"
-        f" WHERE id = ? AND status = '{Status.SENT}'",
-        (pair for pair in signed if pair[1] is not None),
-    ).rowcount
-    for recipient_id, link_index, at_ms in request.clicks:
-        counted += record_click(conn, recipient_id, link_index, at_ms)
+    counted = 0
+    for index, (query, at_ms) in enumerate(request.opens):  # one statement each: RETURNING is per row
+        recipient_id = tracking.signed_recipient(key, query)
+        if recipient_id is None:
+            continue
+        row = conn.execute(
+            "UPDATE recipients SET open_count = open_count + 1, opened_first_at_ms = COALESCE(opened_first_at_ms, ?)"
+            f" WHERE id = ? AND status = '{Status.SENT}' RETURNING topic_id, delivery_at_ms, human_opened_at_ms",
+            (at_ms, recipient_id),
+        ).fetchone()
+        if row is not None:
+            counted += 1
+            agent = request.agents[index] if index < len(request.agents) else ("", "")
+            judge(conn, recipient_id, row, at_ms, agent, Hit.OPEN)
+    for recipient_id, link_index, at_ms, user_agent, address in request.clicks:
+        counted += record_click(conn, recipient_id, link_index, at_ms, (user_agent, address))
     return OpensRecorded(request.corr_id, counted)
 
 
-def record_click(conn: sqlite3.Connection, recipient_id: int, link_index: int, at_ms: int) -> int:
+def judge(
+    conn: sqlite3.Connection,
+    recipient_id: int,
+    row: tuple[str, int | None, int | None],
+    at_ms: int,
+    agent: tuple[str, str],
+    hit: Hit,
+) -> None:
+    """Person or machine: a machine's hit counts in `opens_machine` (`clicks_machine`), a
+    recipient's first person's hit in `opened_human` (`clicked_human`)."""
+    topic_id, delivered_at_ms, human_at_ms = row
+    since = None if delivered_at_ms is None else (at_ms - delivered_at_ms) / 1000
+    kind = "opens" if hit is Hit.OPEN else "clicks"
+    if classify(agent[0] or None, agent[1] or None, since, hit=hit).machine:
+        count(conn, topic_id, f"{kind}_machine")
+    elif human_at_ms is None:
+        column = "human_opened_at_ms" if hit is Hit.OPEN else "human_clicked_at_ms"
+        conn.execute(f"UPDATE recipients SET {column} = ? WHERE id = ?", (at_ms, recipient_id))
+        count(conn, topic_id, "opened_human" if hit is Hit.OPEN else "clicked_human")
+
+
+def count(conn: sqlite3.Connection, topic_id: str, name: str) -> None:
+    conn.execute(
+        "INSERT INTO topic_counts VALUES (?, ?, 1) ON CONFLICT (topic_id, name) DO UPDATE SET n = n + 1",
+        (topic_id, name),
+    )
+
+
+def record_click(
+    conn: sqlite3.Connection, recipient_id: int, link_index: int, at_ms: int, agent: tuple[str, str] = ("", "")
+) -> int:
     """One click of a sent recipient's tracked link: the first time and the count per link, and
-    its topic's `clicks` and `clicked` (unique recipients). 0 when the link or the send is not ours."""
+    its topic's `clicks` and `clicked` (unique recipients), judged as opens are. 0 when the
+    link or the send is not ours."""
     row = conn.execute(
-        "SELECT r.topic_id, EXISTS (SELECT 1 FROM clicks c WHERE c.recipient_id = r.id) FROM recipients r"
+        "SELECT r.topic_id, r.delivery_at_ms, r.human_clicked_at_ms,"
+        " EXISTS (SELECT 1 FROM clicks c WHERE c.recipient_id = r.id) FROM recipients r"
         " JOIN links l ON l.content_id = r.content_id AND l.link_index = ?"
         f" WHERE r.id = ? AND r.status = '{Status.SENT}'",
         (link_index, recipient_id),
     ).fetchone()
     if row is None:
         return 0
-    topic_id, clicked_before = row
+    topic_id, delivered_at_ms, human_at_ms, clicked_before = row
     conn.execute(
         "INSERT INTO clicks VALUES (?, ?, ?, 1) ON CONFLICT (recipient_id, link_index) DO UPDATE SET count = count + 1",
         (recipient_id, link_index, at_ms),
     )
-    for name in ("clicks",) if clicked_before else ("clicks", "clicked"):
-        conn.execute(
-            "INSERT INTO topic_counts VALUES (?, ?, 1) ON CONFLICT (topic_id, name) DO UPDATE SET n = n + 1",
-            (topic_id, name),
-        )
+    count(conn, topic_id, "clicks")
+    if not clicked_before:
+        count(conn, topic_id, "clicked")
+    judge(conn, recipient_id, (topic_id, delivered_at_ms, human_at_ms), at_ms, agent, Hit.CLICK)
     return 1
 
 

@@ -87,3 +87,42 @@ def test_a_personalized_message_tracks_its_links_too(make_tree: Callable[..., Tr
     mail = sent_to(fake_ses, "ada@example.com", "p")
     [link] = CLICK.findall(mail.html)
     assert "Hi Ada" in mail.html and get_without_following(link) == (302, "https://example.com/offer")
+
+
+BROWSER = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
+PIXEL = re.compile(r'src="(http://[^"]+/v1/events/open\?[^"]+)"')
+
+
+def load(url: str, user_agent: str) -> int:
+    parts = urllib.parse.urlsplit(url.replace("&amp;", "&"))
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+    try:
+        connection.request("GET", f"{parts.path}?{parts.query}", headers={"User-Agent": user_agent})
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def test_opens_and_clicks_by_machines_are_told_from_people(make_tree: Callable[..., Tree], fake_ses: FakeSes) -> None:
+    tree = make_tree(ses_env(fake_ses.url, MAX_SEND_PER_SECOND="50", TRACK_CLICKS="true"))
+    assert tree.post("/v1/messages", campaign(["ada@example.com"], topic_id="h", content=CONTENT))[0] == 200
+    mail = sent_to(fake_ses, "ada@example.com", "h")
+    wait_until(lambda: tree.get("/v1/topics/h")[1]["sent"] == 1, 5, "the send recorded")
+    [pixel] = PIXEL.findall(mail.html)
+    # Apple's Mail Privacy Protection proxy (its bare User-Agent), a person, and Gmail's image proxy (a person)
+    for agent in (
+        "Mozilla/5.0",
+        BROWSER,
+        "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)",
+    ):
+        assert load(pixel, agent) == 200
+    # A scanner following a link, then a person
+    link = CLICK.findall(mail.html)[0]
+    assert load(link, "Mozilla/5.0 (compatible; Barracuda Sentinel (EE))") == 302
+    assert load(link, BROWSER) == 302
+    wait_until(lambda: tree.get("/v1/topics/h")[1]["clicks"] == 2, 5, "the clicks recorded")
+    topic = tree.get("/v1/topics/h")[1]
+    assert (topic["opened"], topic["opens"], topic["opened_human"], topic["opens_machine"]) == (1, 3, 1, 1)
+    assert (topic["clicked"], topic["clicks"], topic["clicked_human"], topic["clicks_machine"]) == (1, 2, 1, 1)

@@ -182,7 +182,8 @@ def data_size_problem(data: object) -> str | None:
         return "data must hold only JSON values"
     if size > MAX_DATA_BYTES:
         return f"data is {size:,} bytes of JSON, over the limit of {MAX_DATA_BYTES:,}"
-    if _depth(data, MAX_DATA_DEPTH) > MAX_DATA_DEPTH:
+    nested = any(isinstance(value, dict | list) for value in data.values())
+    if nested and _depth(data, MAX_DATA_DEPTH) > MAX_DATA_DEPTH:
         return f"data nests deeper than {MAX_DATA_DEPTH} levels"
     return None
 

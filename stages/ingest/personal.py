@@ -12,10 +12,11 @@ recipient's data lacks.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from pipeline.templates import RenderError, Template, TemplateError, data_size_problem, parse
 from stages.ingest.errors import ApiError
@@ -66,12 +67,15 @@ def check_recipients(message: MessageIn, templates: Templates, where: str, line_
     if message.emails:
         entries.append((message.emails[0], {}, f"{where}.emails"))
     must_render = any(t.size_bound() is None for t in templates.parts)
+    # A subject without a name cannot get a line break from data: no need to render it.
+    subject_varies = "{{" in message.subject
     lacking: list[str] = []
     for email, data, field in entries:
-        check_one(templates, data, field, line_breaks, must_render)
-        names = [name for t in templates.parts for name in t.missing(data)]
-        if message.strict and names and len(lacking) < MAX_NAMED_RECIPIENTS:
-            lacking.append(f"{email} ({', '.join(dict.fromkeys(names))})")
+        check_one(templates, data, field, line_breaks, must_render, subject_varies)
+        if message.strict and len(lacking) < MAX_NAMED_RECIPIENTS:
+            names = [name for t in templates.parts for name in t.missing(data)]
+            if names:
+                lacking.append(f"{email} ({', '.join(dict.fromkeys(names))})")
     if lacking:
         raise ApiError(
             400,
@@ -81,16 +85,32 @@ def check_recipients(message: MessageIn, templates: Templates, where: str, line_
         )
 
 
-def check_one(templates: Templates, data: dict[str, Any], field: str, line_breaks: re.Pattern[str], full: bool) -> None:
-    problem = data_size_problem(data)
+def check_one(
+    templates: Templates, data: dict[str, Any], field: str, line_breaks: re.Pattern[str], full: bool, subject: bool
+) -> None:
+    if not data and not full and not subject:
+        return
+    problem = data_size_problem(data) if data else None
     if problem is not None:
         raise ApiError(400, "invalid_field", problem, field)
     values = {**data, **SAMPLE_BUILT_INS}
-    if line_breaks.search(render(templates.subject, values, field)):
+    # The subject's own text was checked; only a value can bring a line break into it.
+    if subject and any_line_break(data, line_breaks) and line_breaks.search(render(templates.subject, values, field)):
         raise ApiError(400, "invalid_field", "this data puts a line break in the subject", field)
     if full:
         for template in templates.parts[1:]:
             render(template, values, field)
+
+
+def any_line_break(value: object, line_breaks: re.Pattern[str]) -> bool:
+    """Whether any string in `value` (nested objects and lists too) holds a line separator."""
+    if isinstance(value, str):
+        return line_breaks.search(value) is not None
+    if isinstance(value, dict):
+        return any(any_line_break(item, line_breaks) for item in value.values())
+    if isinstance(value, list):
+        return any(any_line_break(item, line_breaks) for item in value)
+    return False
 
 
 def field_of(where: str, message: MessageIn) -> str:
@@ -108,4 +128,4 @@ def render(template: Template, values: dict[str, Any], field: str) -> str:
 
 def data_json(data: dict[str, Any]) -> str:
     """What is stored with the recipient: compact JSON ("" for no data)."""
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")) if data else ""
+    return msgspec.json.encode(data).decode() if data else ""

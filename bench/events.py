@@ -107,8 +107,8 @@ async def hammer_all(url_sets: list[list[str]], seconds: float, concurrency: int
     return list(await asyncio.gather(*(hammer(urls, seconds, concurrency) for urls in url_sets)))
 
 
-async def hammer(urls: list[str], seconds: float, concurrency: int) -> tuple[float, int]:
-    """GET the URLs round-robin from `concurrency` connections for `seconds`."""
+async def hammer(urls: list[str], seconds: float, concurrency: int, status: int = 200) -> tuple[float, int]:
+    """GET the URLs round-robin from `concurrency` connections for `seconds` (redirects not followed)."""
     done = 0
     deadline = time.perf_counter() + seconds
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -118,9 +118,9 @@ async def hammer(urls: list[str], seconds: float, concurrency: int) -> tuple[flo
             nonlocal done
             index = offset
             while time.perf_counter() < deadline:
-                async with session.get(urls[index % len(urls)]) as response:
+                async with session.get(urls[index % len(urls)], allow_redirects=False) as response:
                     await response.read()
-                    assert response.status == 200
+                    assert response.status == status, response.status
                 done += 1
                 index += concurrency
 
@@ -297,13 +297,51 @@ def stats_bench(recipients: int) -> None:
     )
 
 
+def clicks_bench(seconds: float, concurrency: int, count: int = 2000) -> None:
+    """Click redirects/s beside pixel hits/s, on the same tree, one after the other, alternating."""
+    from pipeline.clicks import click_url
+    from pipeline.db.schema import tracking_key
+
+    with tempfile.TemporaryDirectory() as folder:
+        tree = Tree(Path(folder), {"TRACK_CLICKS": "true", "MAX_SEND_PER_SECOND": "1000"}).start()
+        try:
+            content = '<html><body><p><a href="https://example.com/offer">Offer</a></p></body></html>'
+            emails = [f"c{i}@example.com" for i in range(count)]
+            assert tree.post("/v1/messages", campaign(emails, topic_id="clicks", content=content))[0] == 200
+            wait_until(lambda: tree.statuses().get("sent") == count, 60, "the click campaign", every_s=0.5)
+            with tree.db() as conn:
+                key = tracking_key(conn)
+                ids = [r[0] for r in conn.execute("SELECT id FROM recipients WHERE topic_id = 'clicks'")]
+            from pipeline import tracking
+
+            clicks = [click_url(tree.base, key, i, 0) for i in ids]
+            pixels = [tracking.pixel_url(tree.base, key, i) for i in ids]
+            rates: dict[str, list[float]] = {"click": [], "pixel": []}
+            done_clicks = 0
+            for _ in range(3):
+                rate, done = asyncio.run(hammer(clicks, seconds, concurrency, status=302))
+                rates["click"].append(rate)
+                done_clicks += done
+                rates["pixel"].append(asyncio.run(hammer(pixels, seconds, concurrency))[0])
+            wait_until(lambda: tree.get("/v1/topics/clicks")[1]["clicks"] >= done_clicks, 30, "the clicks recorded")
+            recorded = tree.get("/v1/topics/clicks")[1]["clicks"]
+        finally:
+            tree.stop()
+    click, pixel = statistics.median(rates["click"]), statistics.median(rates["pixel"])
+    print(
+        f"  click redirects: {click:8.0f}/s  (median of 3 alternating {seconds:g} s rounds, {concurrency} connections)"
+    )
+    print(f"  pixel hits:      {pixel:8.0f}/s  (the same rounds)")
+    print(f"  ratio click / pixel: {click / pixel:.2f}; clicks recorded {recorded:,} of {done_clicks:,} answered")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--notifications", type=int, default=3000)
     parser.add_argument("--recipients", type=int, default=1_000_000)
-    parser.add_argument("--only", choices=("pixel", "sns", "stats"))
+    parser.add_argument("--only", choices=("pixel", "clicks", "sns", "stats"))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-pin", action="store_true", help="let the OS place processes (noisier on 2 cores)")
     args = parser.parse_args()
@@ -311,6 +349,8 @@ def main() -> None:
     if args.only in (None, "pixel"):
         pinned = not args.no_pin and hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2
         pixel_bench(args.seconds, args.concurrency, args.repeats, pinned)
+    if args.only in (None, "clicks"):
+        clicks_bench(args.seconds, args.concurrency)
     if args.only in (None, "sns"):
         sns_bench(args.notifications, args.concurrency)
     if args.only in (None, "stats"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections import OrderedDict
 
-from pipeline.mail import PreparedContent, PreparedTemplate, prepare, prepare_template
+from pipeline.mail import MailNotBuildable, PreparedContent, PreparedTemplate, prepare, prepare_template
 
 CACHE_SIZE = 128
 
@@ -38,7 +38,10 @@ class ContentCache:
             "footer": self._footer,
             "track_clicks": bool(track_clicks),
         }
-        prepared = prepare_template(subject, html, text, **lists) if template else prepare(subject, html, **lists)
+        try:
+            prepared = prepare_template(subject, html, text, **lists) if template else prepare(subject, html, **lists)
+        except ValueError as problem:  # a stored template that no longer parses fails its recipients, no outage
+            raise MailNotBuildable(f"the message cannot be prepared: {problem}") from None
         self._cache[content_id] = prepared
         if len(self._cache) > self._size:
             self._cache.popitem(last=False)

@@ -158,7 +158,12 @@ def parse(key: bytes, candidate: object) -> UnsubscribeTarget | None:
 
 def unsubscribe_url(server_url: str, key: bytes, recipient_id: int, list_id: str | None) -> str:
     """The https link of List-Unsubscribe and of the body (SERVER_URL carries no trailing /)."""
-    return f"{server_url}{PATH_PREFIX}{token(key, recipient_id, list_id)}"
+    return signed_url(server_url, token(key, recipient_id, list_id))
+
+
+def signed_url(server_url: str, signed: str) -> str:
+    """The link for a token already made."""
+    return f"{server_url}{PATH_PREFIX}{signed}"
 
 
 def mailto_uri(address: str, signed: str) -> str:
@@ -166,6 +171,7 @@ def mailto_uri(address: str, signed: str) -> str:
     return f"mailto:{quote(address, safe=MAILTO_SAFE)}?subject=unsubscribe%20{signed}"
 
 
+@functools.lru_cache(maxsize=8)
 def list_namespace(server_url: str) -> str:
     """The domain half of List-Id: SERVER_URL's host, or `localhost` when that is not a domain name.
 
@@ -210,8 +216,14 @@ def recipient_headers(
     server_url: str, key: bytes, recipient_id: int, list_id: str | None, mailto: str | None = None
 ) -> list[tuple[str, str]]:
     """One recipient's List-Unsubscribe, List-Unsubscribe-Post and, for a named list, List-Id."""
-    signed = token(key, recipient_id, list_id)
-    value = f"<{server_url}{PATH_PREFIX}{signed}>"
+    return signed_headers(server_url, token(key, recipient_id, list_id), list_id, mailto)
+
+
+def signed_headers(
+    server_url: str, signed: str, list_id: str | None, mailto: str | None = None
+) -> list[tuple[str, str]]:
+    """The same headers from a token already made (the sender makes one per recipient, for these and the body)."""
+    value = f"<{signed_url(server_url, signed)}>"
     if mailto:
         value += f", <{mailto_uri(mailto, signed)}>"
     if len(value) > MAX_HEADER_CHARS or not PRINTABLE_ASCII.fullmatch(value):

@@ -125,10 +125,7 @@ def apply_event(
         == 1
     )
     if first_of_kind:
-        conn.execute(
-            "INSERT INTO topic_counts VALUES (?, ?, 1) ON CONFLICT (topic_id, name) DO UPDATE SET n = n + 1",
-            (recipient.topic_id, f"event:{event.kind}"),
-        )
+        count_in_topic(conn, recipient.topic_id, f"event:{event.kind}")
     if event.kind == "delivery":
         conn.execute(
             "UPDATE recipients SET delivery = 'delivered', delivery_at_ms = ? WHERE id = ? AND delivery IS NULL",
@@ -154,7 +151,7 @@ def apply_event(
     if event.kind == "subscription" and event.email.strip().lower() in ("", recipient.email.lower()):
         # SES-managed subscriptions: the recipient left through SES's own link.
         if suppress(conn, recipient.email, "unsubscribe", "SES subscription", now_ms):
-            count_unsubscribe(conn, recipient.topic_id)
+            count_in_topic(conn, recipient.topic_id, "unsubscribed")
         return
     reason = "complaint" if event.kind == "complaint" else "bounce" if is_permanent_bounce(event) else None
     # Only the address we sent to: an event cannot suppress an address it was not about.
@@ -168,11 +165,7 @@ def guard_event(conn: sqlite3.Connection, recipient: Matched, event: SesEvent, n
         row = conn.execute("SELECT bounce_type FROM recipients WHERE id = ?", (recipient.id,)).fetchone()
         if row is not None and str(row[0] or "").startswith("Permanent"):
             return None
-        conn.execute(
-            "INSERT INTO topic_counts VALUES (?, 'hard_bounced', 1)"
-            " ON CONFLICT (topic_id, name) DO UPDATE SET n = n + 1",
-            (recipient.topic_id,),
-        )
+        count_in_topic(conn, recipient.topic_id, "hard_bounced")
         return HardBounced(recipient.topic_id, now_ms)
     if event.kind == "complaint":
         row = conn.execute("SELECT complained_at_ms FROM recipients WHERE id = ?", (recipient.id,)).fetchone()
@@ -224,14 +217,15 @@ def judge(
     since = None if delivered_at_ms is None else (at_ms - delivered_at_ms) / 1000
     kind = "opens" if hit is Hit.OPEN else "clicks"
     if classify(agent[0] or None, agent[1] or None, since, hit=hit).machine:
-        count(conn, topic_id, f"{kind}_machine")
+        count_in_topic(conn, topic_id, f"{kind}_machine")
     elif human_at_ms is None:
         column = "human_opened_at_ms" if hit is Hit.OPEN else "human_clicked_at_ms"
         conn.execute(f"UPDATE recipients SET {column} = ? WHERE id = ?", (at_ms, recipient_id))
-        count(conn, topic_id, "opened_human" if hit is Hit.OPEN else "clicked_human")
+        count_in_topic(conn, topic_id, "opened_human" if hit is Hit.OPEN else "clicked_human")
 
 
-def count(conn: sqlite3.Connection, topic_id: str, name: str) -> None:
+def count_in_topic(conn: sqlite3.Connection, topic_id: str, name: str) -> None:
+    """One more in the topic's counter `name` (kept in topic_counts, read by the statistics)."""
     conn.execute(
         "INSERT INTO topic_counts VALUES (?, ?, 1) ON CONFLICT (topic_id, name) DO UPDATE SET n = n + 1",
         (topic_id, name),
@@ -258,9 +252,9 @@ def record_click(
         "INSERT INTO clicks VALUES (?, ?, ?, 1) ON CONFLICT (recipient_id, link_index) DO UPDATE SET count = count + 1",
         (recipient_id, link_index, at_ms),
     )
-    count(conn, topic_id, "clicks")
+    count_in_topic(conn, topic_id, "clicks")
     if not clicked_before:
-        count(conn, topic_id, "clicked")
+        count_in_topic(conn, topic_id, "clicked")
     judge(conn, recipient_id, (topic_id, delivered_at_ms, human_at_ms), at_ms, agent, Hit.CLICK)
     return 1
 
@@ -272,14 +266,6 @@ def suppress(conn: sqlite3.Connection, email: str, reason: str, detail: str, now
             "INSERT OR IGNORE INTO suppressions (email, scope, reason, detail, created_at_ms) VALUES (?, ?, ?, ?, ?)",
             (email.strip().lower(), scope, reason, detail, now_ms),
         ).rowcount
-    )
-
-
-def count_unsubscribe(conn: sqlite3.Connection, topic_id: str) -> None:
-    """The topic whose mail carried the link counts the unsubscribe."""
-    conn.execute(
-        "INSERT INTO topic_counts VALUES (?, 'unsubscribed', 1) ON CONFLICT (topic_id, name) DO UPDATE SET n = n + 1",
-        (topic_id,),
     )
 
 

@@ -31,7 +31,7 @@ from pipeline.messages import (
     TopicHeld,
     TopicResumed,
 )
-from stages.recorder.events import count_unsubscribe, link_early_events, suppress, suppressed_among
+from stages.recorder.events import count_in_topic, link_early_events, suppress, suppressed_among
 
 IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
 
@@ -217,7 +217,7 @@ def hold_address(conn: sqlite3.Connection, request: HoldAddressRows, claim_seq: 
     if new:
         row = conn.execute("SELECT topic_id FROM recipients WHERE id = ?", (request.recipient_id,)).fetchone()
         if row is not None:
-            count_unsubscribe(conn, row[0])
+            count_in_topic(conn, row[0], "unsubscribed")  # the topic whose mail carried the link
     in_list = "" if request.list_id is None else " AND content_id IN (SELECT id FROM contents WHERE list_id = ?)"
     count = conn.execute(
         f"UPDATE recipients SET status = '{Status.SUPPRESSED}' WHERE lower(email) = ?"

@@ -19,7 +19,7 @@ from pipeline.mail import Tracking, Unsubscribe
 from pipeline.runtime import BootError, StageContext
 from pipeline.ses import MailBackend, open_backend
 from pipeline.tracking import pixel_tag
-from pipeline.unsubscribe import recipient_headers, unsubscribe_url
+from pipeline.unsubscribe import signed_headers, signed_url, token
 from stages.sender.contents import ContentCache
 from stages.sender.sending import Sender
 
@@ -67,9 +67,9 @@ async def run(ctx: StageContext) -> None:
 
 def unsubscribe_link(settings: Settings, key: bytes, recipient_id: int, list_id: str | None) -> Unsubscribe:
     """The recipient's one-click link (signed with the installation key) and its list headers."""
-    url = unsubscribe_url(settings.server_url, key, recipient_id, list_id)
-    headers = recipient_headers(settings.server_url, key, recipient_id, list_id, settings.lists.mailto)
-    return Unsubscribe(url, tuple(headers))
+    signed = token(key, recipient_id, list_id)
+    headers = signed_headers(settings.server_url, signed, list_id, settings.lists.mailto)
+    return Unsubscribe(signed_url(settings.server_url, signed), tuple(headers))
 
 
 async def settle_rate(ctx: StageContext, backend: MailBackend) -> float:

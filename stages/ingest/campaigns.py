@@ -157,12 +157,6 @@ def parse_scheduled_at(value: str | None, settings: Settings, now: datetime) -> 
     return moment if moment > now else None
 
 
-def sort_addresses(raw: list[str]) -> tuple[tuple[str, ...], list[tuple[str, str]], int]:
-    """(addresses to store, rejected with reasons, duplicates within this message)."""
-    emails, _, rejected, duplicates = sort_recipients([(address, "") for address in raw])
-    return emails, rejected, duplicates
-
-
 def sort_recipients(
     posted: list[tuple[str, str]],
 ) -> tuple[tuple[str, ...], tuple[str, ...], list[tuple[str, str]], int]:

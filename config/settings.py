@@ -66,6 +66,8 @@ class SesSettings:
     max_in_flight: int = 256
     # How often the sender re-reads the 24-hour quota from GetAccount.
     quota_refresh_s: float = 60.0
+    # SES_BULK: up to 50 recipients per SendBulkEmail call; false sends one SendEmail each.
+    bulk: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,6 +325,7 @@ def _ses(reader: _Reader) -> SesSettings:
         max_send_per_s=rate,
         max_in_flight=reader.integer("SES_MAX_IN_FLIGHT", defaults.max_in_flight, low=1, high=1024),
         quota_refresh_s=reader.number("SES_QUOTA_REFRESH_S", defaults.quota_refresh_s, minimum=0),
+        bulk=reader.flag("SES_BULK", defaults.bulk),
     )
 
 

@@ -1,10 +1,11 @@
-"""The send-rate limiter: never more than `rate` calls in any rolling second.
+"""The send-rate limiter: never more than `rate` recipients in any rolling second.
 
+It counts recipients, not calls: a SendBulkEmail call of 50 spends 50 (`n` below).
 Two rules, applied at two places:
 - `pace()`, in the sender's dispatcher: GCRA spreads sends evenly, with a small burst
   allowance so a late wake-up can catch up, which keeps the mean rate at the target;
-- `admit()`, at the wire (botocore's `before-send` hook, or just before the outbox
-  writes): a sliding log of send times caps every rolling window. This is the hard
+- `admit(n)`, at the wire (botocore's `before-send` hook, or just before the outbox
+  writes): a sliding log of send times and counts caps every rolling window. This is the hard
   promise. It sits at the wire because a call paced at t can leave later than t (the
   event loop was busy), and calls delayed together would arrive together. A token
   bucket alone would let 2x the rate through a window that straddles a refill.
@@ -31,6 +32,9 @@ CATCH_UP_S = 0.02
 DECREASE_FACTOR = 0.7
 INCREASE_FRACTION = 0.05
 MIN_RATE_PER_S = 0.1
+# A bulk call carries this many seconds' worth of the rate (50 at 1,000/s, 1 at 14/s): enough
+# to spread the per-call cost, little enough that a call's recipients leave close to due.
+BATCH_SPAN_S = 0.05
 
 
 class RateLimiter:
@@ -42,7 +46,9 @@ class RateLimiter:
         self.ceiling = rate_per_s
         self.rate = rate_per_s
         self.clock = clock
-        self._sent: deque[float] = deque()
+        # (when, how many recipients) of each send in the window, and their total.
+        self._sent: deque[tuple[float, int]] = deque()
+        self._in_window = 0
         self._tat = 0.0  # GCRA's theoretical arrival time
         self._last_change = -math.inf
         self.throttles = 0
@@ -51,6 +57,11 @@ class RateLimiter:
     def per_window(self) -> int:
         return max(1, math.floor(self.rate))
 
+    def batch_size(self, most: int) -> int:
+        """How many recipients one call may carry at the current rate: BATCH_SPAN_S of it,
+        at least 1, at most `most` and never more than one window allows."""
+        return max(1, min(most, self.per_window, math.floor(self.rate * BATCH_SPAN_S)))
+
     def pace_delay_s(self, now: float) -> float:
         """GCRA: how long until the next send is due for an even rate (0: now)."""
         return max(self._tat - self._tolerance_s() - now, 0.0)
@@ -58,39 +69,55 @@ class RateLimiter:
     def _tolerance_s(self) -> float:
         return max(0.0, self.rate * CATCH_UP_S - 1) / self.rate
 
-    def window_delay_s(self, now: float) -> float:
-        """Sliding log: how long until a send keeps every rolling window within the rate."""
-        while self._sent and now - self._sent[0] >= WINDOW_S:
-            self._sent.popleft()
-        if len(self._sent) < self.per_window:
+    def window_delay_s(self, now: float, n: int = 1) -> float:
+        """Sliding log: how long until a send of `n` keeps every rolling window within the rate."""
+        while self._sent and now - self._sent[0][0] >= WINDOW_S:
+            self._in_window -= self._sent.popleft()[1]
+        excess = self._in_window + min(n, self.per_window) - self.per_window
+        if excess <= 0:
             return 0.0
-        return max(self._sent[-self.per_window] + WINDOW_S - now, 0.0)
+        # Wait until the oldest sends that make room have left the window.
+        for at, count in self._sent:
+            excess -= count
+            if excess <= 0:
+                return max(at + WINDOW_S - now, 0.0)
+        return max(self._sent[-1][0] + WINDOW_S - now, 0.0)  # never reached: the log sums to the count
 
-    def delay_s(self, now: float) -> float:
+    def delay_s(self, now: float, n: int = 1) -> float:
         """Both rules at one point in time (for tests and single-place callers)."""
-        return max(self.pace_delay_s(now), self.window_delay_s(now))
+        return max(self.pace_delay_s(now), self.window_delay_s(now, n))
 
-    def take(self, now: float) -> None:
-        """Record a send at `now` against both rules."""
-        self.take_pace(now)
-        self._sent.append(now)
+    def take(self, now: float, n: int = 1) -> None:
+        """Record a send of `n` recipients at `now` against both rules."""
+        self.take_pace(now, n)
+        self._log(now, n)
 
-    def take_pace(self, now: float) -> None:
+    def take_pace(self, now: float, n: int = 1) -> None:
         # After an idle spell start evenly paced: no saved-up burst (GCRA's TAT restarts at now).
         idle = self._tat < now - self._tolerance_s()
-        self._tat = (now + self._tolerance_s() if idle else self._tat) + 1.0 / self.rate
+        self._tat = (now + self._tolerance_s() if idle else self._tat) + n / self.rate
+
+    def _log(self, now: float, n: int) -> None:
+        self._sent.append((now, n))
+        self._in_window += n
 
     async def pace(self) -> None:
-        """Wait until the next send is due (the dispatcher's rule)."""
-        while (wait := self.pace_delay_s(self.clock())) > 0:
-            await asyncio.sleep(wait)
+        """Wait until the next send is due (the dispatcher's rule), and spend one recipient."""
+        await self.wait_due()
         self.take_pace(self.clock())
 
-    async def admit(self) -> None:
-        """Wait until this send keeps every rolling window within the rate, then log it."""
-        while (wait := self.window_delay_s(self.clock())) > 0:
+    async def wait_due(self) -> None:
+        """Wait until the next send is due; the caller spends what it sends with `take_pace`."""
+        while (wait := self.pace_delay_s(self.clock())) > 0:
             await asyncio.sleep(wait)
-        self._sent.append(self.clock())
+
+    async def admit(self, n: int = 1) -> None:
+        """Wait until a send of `n` recipients keeps every rolling window within the rate, then log it."""
+        # A call larger than a window (AIMD cut the rate after it was made up) waits for an empty
+        # window: it is still within the ceiling, since it was made up to the rate before the cut.
+        while (wait := self.window_delay_s(self.clock(), n)) > 0:
+            await asyncio.sleep(wait)
+        self._log(self.clock(), n)
 
     def on_throttled(self, now: float) -> None:
         """SES said we are too fast: multiplicative decrease, once per second at most."""

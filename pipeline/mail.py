@@ -24,6 +24,7 @@ from pipeline.templates import RenderError, Template, TemplateError, parse
 from pipeline.unsubscribe import LinkSlots, has_link, link_slots, prepare_text, text_footer
 
 BODY_CLOSE = re.compile(r"</body\s*>", re.IGNORECASE)
+ENCODED_LINK = re.compile(r"%7B%7Bunsubscribe_url%7D%7D", re.IGNORECASE)
 TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 TAG_MAX_CHARS = 256
 
@@ -130,6 +131,9 @@ class PreparedTemplate:
     transactional: bool = False
     # Tracked links: each is the variable `__click_N` in `html`, filled per recipient.
     clicks: int = 0
+    # The source spells the link in a form the template language does not fill (an editor's
+    # URL-encoded `%7B%7Bunsubscribe_url%7D%7D`): the rendered parts are searched for it.
+    literal_links: bool = False
 
 
 def prepare_template(
@@ -160,6 +164,7 @@ def prepare_template(
         list_id,
         transactional,
         0 if clicks is None else len(clicks.links),
+        ENCODED_LINK.search(html) is not None or ENCODED_LINK.search(source) is not None,
     )
 
 
@@ -194,14 +199,17 @@ def build_personal(
         text = content.text.render(values) if content.text is not None else inscriptis.get_text(html).strip()
     except RenderError as problem:
         raise MailNotBuildable(f"the template cannot be rendered for this recipient: {problem}") from None
+    if content.literal_links:
+        html, text = link_slots(html, escape=True).fill(url), link_slots(text, escape=False).fill(url)
     if content.text_footer is not None:
-        text = f"{text.rstrip()}\n\n{content.text_footer}" if text.strip() else content.text_footer
+        footer = link_slots(content.text_footer, escape=False).fill(url)
+        text = f"{text.rstrip()}\n\n{footer}" if text.strip() else footer
     return OutgoingMail(
         recipient_id=recipient_id,
         to=to,
         subject=subject,
-        html=assemble(html, content.footer, url, pixel),
-        text=link_slots(text, escape=False).fill(url),
+        html=finish(html, content.footer, url, pixel),
+        text=text,
         tags=tags_of(recipient_id, topic_id),
         headers=unsubscribe.headers if unsubscribe is not None and not content.transactional else (),
     )
@@ -216,6 +224,14 @@ def assemble(html: str, footer: str | None, url: str, pixel: str) -> str:
         + pixel
         + link_slots(html[cut:], escape=True).fill(url)
     )
+
+
+def finish(html: str, footer: str | None, url: str, pixel: str) -> str:
+    """A rendered template's HTML finished: its links are in already, so only the footer's is filled."""
+    closings = [match.start() for match in BODY_CLOSE.finditer(html)]
+    cut = closings[-1] if closings else len(html)
+    linked = link_slots(footer, escape=True).fill(url) if footer else ""
+    return html[:cut] + linked + pixel + html[cut:]
 
 
 def tags_of(recipient_id: int, topic_id: str) -> tuple[tuple[str, str], ...]:

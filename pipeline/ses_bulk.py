@@ -243,13 +243,15 @@ def classify_status(status: object, error: object) -> Classified:
     """Sort one entry's failed Status (and its Error text) into ses_errors' verdicts.
 
     The status goes through ses_errors.classify as the error SendEmail would have raised for
-    it. A status we do not know arrives with no HTTP status, so it is transient, like any
-    trouble ses_errors does not know. The code kept is SES's Status, the message its Error.
+    it, and keeps that error's code: a recipient's `error_code` reads the same whichever path
+    sent it (MESSAGE_REJECTED is `MessageRejected`). A status we do not know keeps its own
+    name and arrives with no HTTP status, so it is transient, like any trouble ses_errors does
+    not know. The message is SES's Error text, or the Status when SES gave none.
     """
     code = str(status or "MissingStatus")
-    text = str(error or "")
+    text = str(error or "") or code
     as_code, http_status = STATUS_AS_ERROR.get(code, (code, 0))
     probe = DAILY_QUOTA_TEXT if code == "ACCOUNT_DAILY_QUOTA_EXCEEDED" else text
     response: Any = {"Error": {"Code": as_code, "Message": probe}, "ResponseMetadata": {"HTTPStatusCode": http_status}}
     classified = classify(ClientError(response, "SendBulkEmail"))
-    return replace(classified, code=code, message=text[:MAX_MESSAGE_CHARS])
+    return replace(classified, code=as_code, message=text[:MAX_MESSAGE_CHARS])

@@ -172,18 +172,23 @@ def check(source: str) -> None:
     parse(source, html=True)
 
 
-def data_size_problem(data: object) -> str | None:
-    """Why this recipient's data is refused (not a JSON object, over 16 KB, deeper than 5), or None."""
+def data_size_problem(data: object, encoded: bytes | None = None) -> str | None:
+    """Why this recipient's data is refused (not a JSON object, over 16 KB, deeper than 5), or None.
+
+    `encoded`: the data's compact JSON when the caller has it already (ingest stores it).
+    """
     if not isinstance(data, dict):
         return "data must be a JSON object"
-    try:
-        size = len(msgspec.json.encode(data))
-    except (TypeError, ValueError, OverflowError):
-        return "data must hold only JSON values"
-    if size > MAX_DATA_BYTES:
-        return f"data is {size:,} bytes of JSON, over the limit of {MAX_DATA_BYTES:,}"
-    nested = any(isinstance(value, dict | list) for value in data.values())
-    if nested and _depth(data, MAX_DATA_DEPTH) > MAX_DATA_DEPTH:
+    if encoded is None:
+        try:
+            encoded = msgspec.json.encode(data)
+        except (TypeError, ValueError, OverflowError):
+            return "data must hold only JSON values"
+    if len(encoded) > MAX_DATA_BYTES:
+        return f"data is {len(encoded):,} bytes of JSON, over the limit of {MAX_DATA_BYTES:,}"
+    # One brace and no bracket in the JSON: a flat object, whatever its strings hold.
+    flat = encoded.count(b"{") == 1 and b"[" not in encoded
+    if not flat and _depth(data, MAX_DATA_DEPTH) > MAX_DATA_DEPTH:
         return f"data nests deeper than {MAX_DATA_DEPTH} levels"
     return None
 
@@ -464,8 +469,16 @@ def _render_flat(nodes: tuple[Node, ...], root: dict[str, object], max_chars: in
     stack: list[object] = [root]
     out: list[str] = []
     size = 0
+    # A name used many times (a first name in every paragraph) is looked up and escaped once.
+    seen: dict[tuple[tuple[str, ...], bool], str] = {}
     for node in nodes:
-        piece = node if isinstance(node, str) else _variable(node, stack) if isinstance(node, Variable) else ""
+        if isinstance(node, str):
+            piece = node
+        elif isinstance(node, Variable):
+            key = (node.path, node.escape)
+            piece = seen[key] if key in seen else seen.setdefault(key, _variable(node, stack))
+        else:
+            piece = ""
         size += len(piece)
         if size > max_chars:  # checked as it grows: 10,000 copies of a 16 KB value must not be built first
             raise RenderError(_TOO_LONG.format(max_chars))

@@ -16,7 +16,7 @@ from config.settings import Settings
 from pipeline.messages import CampaignFacts, NewMessage
 from stages.ingest.addresses import InvalidAddress, normalise
 from stages.ingest.errors import ApiError
-from stages.ingest.personal import check_recipients, data_json, is_template, parsed
+from stages.ingest.personal import check_recipients, is_template, parsed
 from stages.ingest.schemas import LIST_ID_PATTERN, NO_CONTROL_CHARACTERS, CampaignIn, MessageIn, conforms, decode
 
 # Every character str.splitlines() breaks at: the email package refuses them all in a header.
@@ -55,8 +55,9 @@ def parse_campaign(body: bytes, settings: Settings, now: datetime) -> Campaign:
     """Validate a whole POST body; ApiError(400) naming the field on the first problem."""
     campaign = decode(body, CampaignIn)
     total = 0
+    datas: list[tuple[str, ...]] = []
     for index, message in enumerate(campaign.messages):
-        check_message(message, f"messages[{index}]")
+        datas.append(check_message(message, f"messages[{index}]"))
         total += len(message.emails) + len(message.recipients or ())
     if total > settings.max_emails_per_request:
         raise ApiError(
@@ -67,8 +68,8 @@ def parse_campaign(body: bytes, settings: Settings, now: datetime) -> Campaign:
         )
     scheduled = parse_scheduled_at(campaign.scheduled_at, settings, now)
     stored, rejected, duplicates = [], [], 0
-    for message in campaign.messages:
-        posted = [(r.email, data_json(r.data)) for r in message.recipients or ()]
+    for message, stored_data in zip(campaign.messages, datas, strict=True):
+        posted = list(zip((r.email for r in message.recipients or ()), stored_data, strict=True))
         posted += [(email, "") for email in message.emails]
         emails, data, message_rejected, message_duplicates = sort_recipients(posted)
         rejected.extend(message_rejected)
@@ -93,7 +94,8 @@ def parse_campaign(body: bytes, settings: Settings, now: datetime) -> Campaign:
     return Campaign(tuple(stored), int(due.timestamp() * 1000), scheduled, total, tuple(rejected), duplicates)
 
 
-def check_message(message: MessageIn, where: str) -> None:
+def check_message(message: MessageIn, where: str) -> tuple[str, ...]:
+    """The message's checks; the data to store with each of its `recipients` (compact JSON)."""
     if not message.emails and not message.recipients:
         raise ApiError(400, "invalid_field", "at least one address, here or in `recipients`", f"{where}.emails")
     if message.topic_id is not None and not conforms(NO_CONTROL_CHARACTERS, message.topic_id):
@@ -128,7 +130,8 @@ def check_message(message: MessageIn, where: str) -> None:
             f"{where}.content",
         )
     if is_template(message):
-        check_recipients(message, parsed(message, where), where, LINE_SEPARATORS)
+        return check_recipients(message, parsed(message, where), where, LINE_SEPARATORS)
+    return ()
 
 
 def parse_scheduled_at(value: str | None, settings: Settings, now: datetime) -> datetime | None:

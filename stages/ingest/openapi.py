@@ -388,6 +388,15 @@ def paths() -> Json:
                 public=True,
             )
         },
+        "/dashboard": {
+            "get": operation(
+                "dashboard",
+                "A live dashboard of topics, the account and the stages (static; its data comes from this API)",
+                {200: html_answer("An HTML page; its script and stylesheet are under /dashboard/static/.")},
+                tag="Operations",
+                public=True,
+            )
+        },
         "/health": {
             "get": operation(
                 "health",

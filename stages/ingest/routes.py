@@ -7,6 +7,7 @@ from aiohttp import web
 from stages.ingest import account, clicks, events, one_click, suppressions, views
 from stages.ingest.apidocs import setup_docs
 from stages.ingest.auth import protected
+from stages.ingest.dashboard import setup_dashboard
 from stages.ingest.errors import NO_ROUTE, Handler, answers_errors, no_route
 
 
@@ -25,6 +26,7 @@ def setup_routes(app: web.Application) -> None:
     router.add_get("/health", answers_errors(views.health))
     router.add_get("/ready", answers_errors(views.ready))
     setup_docs(app)
+    setup_dashboard(app)  # static and public like /docs; its data comes from the API below
     router.add_get("/v1/events/open", events.open_pixel)  # HEAD too
     router.add_get("/v1/events/click/{token}", answers_errors(clicks.click))  # HEAD too
     router.add_post("/v1/events/results", answers_errors(events.sns_results))

@@ -12,17 +12,20 @@ Every recipient the sender has taken from the scheduler is in exactly one state:
 A hold covers a topic (cancel, pause) or one address in one list or in all mail (an
 unsubscribe); both take the same path, so an unsubscribe wins the same races as a cancel.
 
-A slot is taken when a call starts and given back when the recorder acknowledges its
-outcome (or at once when the call was withdrawn, throttled or failed transiently). So
-after a kill -9 at most `in_flight_limit` recipients reached SES without a recorded
-outcome: the documented bound on duplicates. `check()` states the invariants; the async
-shell (`sending.Sender`) only moves messages, waits and calls SES.
+A slot is a recipient's: a call of n recipients (a SendBulkEmail carries up to 50) takes n.
+It is taken when the call starts and given back when the recorder acknowledges the
+recipient's outcome (or at once when it was withdrawn, throttled or failed transiently).
+So after a kill -9 at most `in_flight_limit` recipients reached SES without a recorded
+outcome: the documented bound on duplicates, in recipients whatever the calls. `check()`
+states the invariants; the async shell (`sending.Sender`) only moves messages, waits and
+calls SES.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -238,28 +241,44 @@ class Ledger:
             return max(0.0, self.retrying[0][0] - now)
         return None
 
+    def free_slots(self) -> int:
+        return self.in_flight_limit - self.slots_used
+
     def start_call(self, now: float) -> Recipient | None:
         """Take a slot and the next recipient (a due retry first), or None when nothing is due."""
-        if not self.can_start():
-            raise InvariantBroken("a call was started without a free slot")
-        if self.retrying and self.retrying[0][0] <= now:
-            recipient = heapq.heappop(self.retrying)[2]
-        elif self.queued:
-            recipient = self.queued.popleft()
-        else:
-            return None
-        self.calling[recipient.recipient_id] = recipient
-        self.slots_used += 1
+        batch = self.start_batch(now, 1)
+        return batch[0] if batch else None
+
+    def start_batch(self, now: float, most: int) -> list[Recipient]:
+        """Take up to `most` recipients for one call, due retries first, a slot each.
+
+        A slot per recipient, not per call: the bound on duplicates after a kill -9 is in
+        recipients either way.
+        """
+        if not 1 <= most <= self.free_slots():
+            raise InvariantBroken(f"a call of {most} was started with {self.free_slots()} free slots")
+        batch: list[Recipient] = []
+        while len(batch) < most and self.retrying and self.retrying[0][0] <= now:
+            batch.append(heapq.heappop(self.retrying)[2])
+        while len(batch) < most and self.queued:
+            batch.append(self.queued.popleft())
+        for recipient in batch:
+            self.calling[recipient.recipient_id] = recipient
+        self.slots_used += len(batch)
         self.check()
-        return recipient
+        return batch
 
     def admit(self, recipient_id: int) -> bool:
         """The wire-level check: False when the recipient was held while it waited."""
-        if recipient_id in self.withdrawn:
-            return False
-        if recipient_id in self.calling:
-            self.admitted.add(recipient_id)
-        return True
+        return not self.admit_call((recipient_id,))
+
+    def admit_call(self, recipient_ids: tuple[int, ...]) -> list[int]:
+        """The wire-level check of one call: the recipients held while it waited (then none
+        of the call leaves and nobody is admitted), or [] when all of it may leave."""
+        withdrawn = [rid for rid in recipient_ids if rid in self.withdrawn]
+        if not withdrawn:
+            self.admitted.update(rid for rid in recipient_ids if rid in self.calling)
+        return withdrawn
 
     def withdraw(self, recipient_id: int) -> Effects:
         """The call stopped at admission: held by the recorder with its topic, never sent."""
@@ -317,7 +336,17 @@ class Ledger:
 
     def quota_allows(self) -> bool:
         """Another call fits in the quota, counting every call in flight as sent."""
-        return self.sent_total + len(self.calling) < self.quota_budget
+        return self.quota_room() > 0
+
+    def call_room(self, most: int) -> int:
+        """How many recipients the next call may take: `most`, within the free slots and the quota."""
+        room = self.quota_room()
+        quota = most if room == float("inf") else math.ceil(room)
+        return max(1, min(most, self.free_slots(), quota))
+
+    def quota_room(self) -> float:
+        """How many more recipients the 24-hour quota takes, counting every one in a call as sent."""
+        return self.quota_budget - self.sent_total - len(self.calling)
 
     # --- outcomes ------------------------------------------------------------------------
 

@@ -21,7 +21,15 @@ from pipeline.backoff import jittered_backoff_s
 from pipeline.clock import now_ms
 from pipeline.gate import SendGate
 from pipeline.limiter import RateLimiter
-from pipeline.mail import MailNotBuildable, PreparedTemplate, Tracking, Unsubscribe, build, build_personal
+from pipeline.mail import (
+    MailNotBuildable,
+    OutgoingMail,
+    PreparedTemplate,
+    Tracking,
+    Unsubscribe,
+    build,
+    build_personal,
+)
 from pipeline.messages import (
     AddressHeld,
     Deliver,
@@ -39,7 +47,8 @@ from pipeline.messages import (
     TopicHeld,
 )
 from pipeline.runtime import StageContext
-from pipeline.ses import CURRENT_RECIPIENT, MailBackend, SendWithdrawn
+from pipeline.ses import CURRENT_CALL, BulkUnsupported, MailBackend, SendWithdrawn
+from pipeline.ses_bulk import BulkEntry, EntrySent, partition
 from pipeline.ses_errors import Classified, Verdict, classify
 from stages.sender.contents import ContentCache
 from stages.sender.ledger import OUTCOME_BATCH, Effects, Ledger
@@ -149,29 +158,32 @@ class Sender:
             self.ledger.promise(room)
 
     async def admit(self) -> None:
-        """The wire-level check, run right before a request leaves: the rolling-window cap,
-        then whether the recipient was held while it waited."""
-        await self.limiter.admit()
-        recipient_id = CURRENT_RECIPIENT.get(None)
-        if recipient_id is not None and not self.ledger.admit(recipient_id):
-            raise SendWithdrawn(recipient_id)
+        """The wire-level check, run right before a request leaves: the rolling-window cap for
+        every recipient in the call, then whether any of them was held while it waited."""
+        call = CURRENT_CALL.get(())
+        await self.limiter.admit(max(1, len(call)))
+        if call and (held := self.ledger.admit_call(call)):
+            raise SendWithdrawn(held)
 
     # --- dispatching -----------------------------------------------------------------------
 
     async def dispatch(self) -> None:
-        """Wait for work, a slot, the gate and the limiter, in that order; then send one."""
+        """Wait for work, a slot, the gate and the limiter, in that order; then start one call,
+        of as many recipients as the rate of the moment, the free slots and the quota allow."""
         while True:
             await self.wait_for_work()
             await self.wait_for_guard()
             await self.wait_for_quota()
             await self.wait_for_slot()
             await self.gate.wait_open()
-            await self.limiter.pace()
-            # Only this loop takes slots, so the one seen free above is still free.
-            recipient = self.ledger.start_call(time.monotonic())
-            if recipient is None:
+            await self.limiter.wait_due()
+            # Only this loop takes slots, so the ones seen free above are still free.
+            most = self.ledger.call_room(self.limiter.batch_size(self.backend.bulk_max))
+            batch = self.ledger.start_batch(time.monotonic(), most)
+            if not batch:
                 continue
-            task = asyncio.create_task(self.send_one(recipient))
+            self.limiter.take_pace(self.limiter.clock(), len(batch))
+            task = asyncio.create_task(self.send_call(batch))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
@@ -208,60 +220,142 @@ class Sender:
         """What GetAccount says is left (the ledger keeps the budget)."""
         self.apply(self.ledger.quota_change(remaining))
 
-    async def send_one(self, recipient: Recipient) -> None:
-        token = CURRENT_RECIPIENT.set(recipient.recipient_id)
-        try:
-            await self.call_ses(recipient)
-        except SendWithdrawn:
-            # Held by the recorder with its topic and counted there; never sent.
-            self.apply(self.ledger.withdraw(recipient.recipient_id))
-        finally:
-            CURRENT_RECIPIENT.reset(token)
+    # --- calls ---------------------------------------------------------------------------
 
-    async def call_ses(self, recipient: Recipient) -> None:
+    async def send_call(self, batch: list[Recipient]) -> None:
+        """Build each recipient's mail, then send: one SendBulkEmail for those that fit in
+        one, SendEmail for a lone recipient and for a mail a bulk entry cannot carry."""
+        mails = {r.recipient_id: (r, mail) for r in batch if (mail := self.build_mail(r)) is not None}
+        if len(mails) <= 1 or self.backend.bulk_max == 1:
+            await asyncio.gather(*(self.send_single(r, mail) for r, mail in mails.values()))
+            return
+        entries, alone = partition(mail for _, mail in mails.values())
+        for single in alone:
+            self.ctx.log.debug("recipient %d goes out alone: %s", single.mail.recipient_id, single.reason)
+        calls = [self.send_single(*mails[single.mail.recipient_id]) for single in alone]
+        if len(entries) == 1:
+            calls.append(self.send_single(*mails[entries[0].mail.recipient_id]))
+        elif entries:
+            calls.append(self.send_bulk([mails[e.mail.recipient_id][0] for e in entries], entries))
+        await asyncio.gather(*calls)
+
+    def build_mail(self, recipient: Recipient) -> OutgoingMail | None:
+        """The recipient's mail; None when it cannot be built (then it has failed, for good)."""
         rid = recipient.recipient_id
         try:
             content = self.contents.get(recipient.content_id)
-            try:
-                link = self.unsubscribe(rid, content.list_id)
-                pixel = self.pixel(rid)
-                if isinstance(content, PreparedTemplate):
-                    mail = build_personal(
-                        content, rid, recipient.email, recipient.topic_id, recipient.data, pixel, link, self.tracking
-                    )
-                else:
-                    mail = build(content, rid, recipient.email, recipient.topic_id, pixel, link, self.tracking)
-            except (ValueError, TypeError) as problem:
-                raise MailNotBuildable(f"the message cannot be built: {problem}") from None
-            message_id = await self.backend.send(mail)
-        except SendWithdrawn:
-            raise
+            link = self.unsubscribe(rid, content.list_id)
+            pixel = self.pixel(rid)
+            if isinstance(content, PreparedTemplate):
+                return build_personal(
+                    content, rid, recipient.email, recipient.topic_id, recipient.data, pixel, link, self.tracking
+                )
+            return build(content, rid, recipient.email, recipient.topic_id, pixel, link, self.tracking)
         except LookupError as missing:
             self.apply(self.ledger.record(SendFailed(rid, "ContentMissing", str(missing), now_ms())))
-            return
+        except MailNotBuildable as problem:
+            self.fail(recipient, classify(problem))
+        except (ValueError, TypeError) as problem:
+            self.fail(recipient, classify(MailNotBuildable(f"the message cannot be built: {problem}")))
+        return None
+
+    async def send_single(self, recipient: Recipient, mail: OutgoingMail) -> None:
+        token = CURRENT_CALL.set((recipient.recipient_id,))
+        try:
+            message_id = await self.backend.send(mail)
+        except SendWithdrawn:
+            # Held by the recorder with its topic and counted there; never sent.
+            self.apply(self.ledger.withdraw(recipient.recipient_id))
         except Exception as error:  # every failure is classified; none escapes the task
-            self.on_send_error(recipient, classify(error))
+            self.on_call_failed([recipient], classify(error))
+        else:
+            self.on_sent(recipient.recipient_id, message_id)
+        finally:
+            CURRENT_CALL.reset(token)
+
+    async def send_bulk(self, recipients: list[Recipient], entries: list[BulkEntry]) -> None:
+        token = CURRENT_CALL.set(tuple(r.recipient_id for r in recipients))
+        try:
+            outcomes = await self.backend.send_bulk(entries)
+        except SendWithdrawn as held:
+            # None of the call left: the held ones are withdrawn, the rest go back to the front.
+            for recipient in reversed(recipients):
+                rid = recipient.recipient_id
+                self.apply(self.ledger.withdraw(rid) if rid in held.recipient_ids else self.ledger.requeue(rid))
             return
+        except BulkUnsupported as problem:
+            self.ctx.log.warning("this SES endpoint has no SendBulkEmail (%s): sending one SendEmail each", problem)
+            for recipient in reversed(recipients):
+                self.apply(self.ledger.requeue(recipient.recipient_id))
+            return
+        except Exception as error:  # an error of the whole call applies to every entry in it
+            self.on_call_failed(recipients, classify(error))
+            return
+        finally:
+            CURRENT_CALL.reset(token)
+        by_id = {r.recipient_id: r for r in recipients}
+        failed: list[tuple[Recipient, Classified]] = []
+        for outcome in outcomes:
+            if isinstance(outcome, EntrySent):
+                self.on_sent(outcome.recipient_id, outcome.message_id)
+            else:
+                failed.append((by_id[outcome.recipient_id], outcome.error))
+        if failed:
+            self.on_entries_failed(failed)
+
+    # --- what SES answered ------------------------------------------------------------------
+
+    def on_sent(self, recipient_id: int, message_id: str) -> None:
         self.limiter.on_success(time.monotonic())
         self.gate.on_success()
-        self.attempts.pop(rid, None)
+        self.attempts.pop(recipient_id, None)
         self.counts["sent"] += 1
-        self.apply(self.ledger.record(Sent(rid, message_id, now_ms())))
+        self.apply(self.ledger.record(Sent(recipient_id, message_id, now_ms())))
 
-    def on_send_error(self, recipient: Recipient, error: Classified) -> None:
-        rid = recipient.recipient_id
+    def on_call_failed(self, recipients: list[Recipient], error: Classified) -> None:
+        """A call failed as a whole (a SendEmail, or a SendBulkEmail before any entry's
+        result): the verdict applies to each recipient in it, and the rate and the gate react once."""
         now = time.monotonic()
+        if error.verdict is Verdict.THROTTLED:
+            self.limiter.on_throttled(now)
+        elif error.verdict is not Verdict.PERMANENT:
+            self.pause_sending(error, now)
+        for recipient in recipients:
+            self.settle(recipient, error, now, retry_transient=False)
+
+    def on_entries_failed(self, failed: list[tuple[Recipient, Classified]]) -> None:
+        """Entries of a bulk call that SES answered with a failed Status. SES did answer, so a
+        transient status retries that recipient alone after a backoff, without pausing the rest."""
+        now = time.monotonic()
+        if any(error.verdict is Verdict.THROTTLED for _, error in failed):
+            self.limiter.on_throttled(now)
+        paused = next((error for _, error in failed if error.verdict is Verdict.ACCOUNT_PAUSED), None)
+        if paused is not None:
+            self.pause_sending(paused, now)
+        for recipient, error in failed:
+            self.settle(recipient, error, now, retry_transient=True)
+
+    def settle(self, recipient: Recipient, error: Classified, now: float, retry_transient: bool) -> None:
+        """One recipient's share of a failure: failed for good, retried later, or first in line."""
+        rid = recipient.recipient_id
         self.counts[error.verdict.value] += 1
         if error.verdict is Verdict.PERMANENT:
             self.attempts.pop(rid, None)
             self.apply(self.ledger.record(SendFailed(rid, error.code, error.message, now_ms())))
-            return
-        if error.verdict is Verdict.THROTTLED:
-            self.limiter.on_throttled(now)
+        elif error.verdict is Verdict.THROTTLED or (retry_transient and error.verdict is Verdict.TRANSIENT):
             self.attempts[rid] += 1
             delay = jittered_backoff_s(self.attempts[rid], THROTTLE_RETRY_MIN_S, THROTTLE_RETRY_MAX_S)
             self.apply(self.ledger.retry_at(rid, now + delay))
-            return
+        else:
+            self.apply(self.ledger.requeue(rid))
+
+    def fail(self, recipient: Recipient, error: Classified) -> None:
+        """A mail that cannot be built: failed once, with the reason (it would fail the same way again)."""
+        self.counts[error.verdict.value] += 1
+        self.apply(self.ledger.record(SendFailed(recipient.recipient_id, error.code, error.message, now_ms())))
+
+    def pause_sending(self, error: Classified, now: float) -> None:
+        """SES is unwell or the account cannot send: hold all sending for a while (the gate)."""
         if error.verdict is Verdict.ACCOUNT_PAUSED:
             self.gate.pause(now, ACCOUNT_PAUSE_S, error.code)
         else:
@@ -273,7 +367,6 @@ class Sender:
                 error.code,
                 self.gate.pause_s(now),
             )
-        self.apply(self.ledger.requeue(rid))
 
     # --- outcomes --------------------------------------------------------------------------
 

@@ -100,6 +100,14 @@ def test_the_pixel_the_webhook_and_health_are_public(tree: Tree) -> None:
     assert tree.get("/health")[0] == 200 and tree.get("/ready")[0] == 200
 
 
+def test_the_dashboard_page_is_public_and_its_data_is_not(tree: Tree) -> None:
+    # The page and its files carry no data (like /docs); what it shows comes from the API.
+    for path in ("/dashboard", "/dashboard/static/dashboard.js", "/dashboard/static/dashboard.css"):
+        assert tree.get(path)[0] == 200, path
+    for path in ("/v1/topics", "/v1/account", "/v1/topics/t1"):
+        assert tree.get(path)[0] == 401, path
+
+
 def test_secrets_and_tokens_never_reach_the_log(tree: Tree) -> None:
     get_topics(tree, {"Authorization": f"Bearer {token(secret='leak-' + 'q' * 40)}"})
     log = tree.log()

@@ -65,29 +65,42 @@ def test_each_recipient_gets_their_own_mail_escaped_and_linked(
         assert call.text.startswith(f"Hello {address.split('@')[0].capitalize()}") and link in call.text
 
 
-def test_the_outbox_gets_the_same_mail_as_ses(
+def test_bulk_single_sends_and_the_outbox_give_each_recipient_the_same_mail(
     make_tree: Callable[..., Tree], fake_ses: FakeSes, tmp_path: Path
 ) -> None:
-    through_ses = make_tree(ses_env(fake_ses.url, MAX_SEND_PER_SECOND="50"), workdir=tmp_path / "ses")
+    # The same personalized message through SendBulkEmail, through SendEmail, and to the outbox
+    bulk = make_tree(ses_env(fake_ses.url, MAX_SEND_PER_SECOND="50"), workdir=tmp_path / "bulk")
+    single = make_tree(ses_env(fake_ses.url, MAX_SEND_PER_SECOND="50", SES_BULK="false"), workdir=tmp_path / "one")
     outbox = make_tree({}, workdir=tmp_path / "outbox")
-    for tree in (through_ses, outbox):
-        assert tree.post("/v1/messages", campaign("same", text="Hi {{first_name}}: {{plan}}"))[0] == 200
-    wait_until(lambda: len(by_address(fake_ses.sent(), "same")) == 2, 10, "both at SES")
+    for tree, topic in ((bulk, "bulk"), (single, "single"), (outbox, "outbox")):
+        message = campaign(topic, text="Hi {{first_name}}: {{plan}}", list_id="news", track_clicks=True)
+        message["messages"][0]["content"] += '<a href="https://example.org/offer">Offer</a>'
+        assert tree.post("/v1/messages", message)[0] == 200
+    wait_until(lambda: len(by_address(fake_ses.sent(), "bulk")) == 2, 10, "both at SES in bulk")
+    wait_until(lambda: len(by_address(fake_ses.sent(), "single")) == 2, 10, "both at SES one by one")
     wait_until(lambda: len(eml_parts(outbox.workdir / "outbox")) == 2, 10, "both in the outbox")
+    bulked, one_by_one = by_address(fake_ses.sent(), "bulk"), by_address(fake_ses.sent(), "single")
+    assert all(c.bulk_call is not None for c in bulked.values()) and fake_ses.bulk_sizes() == [2]
+    assert all(c.bulk_call is None for c in one_by_one.values())
     files = eml_parts(outbox.workdir / "outbox")
-    for address, call in by_address(fake_ses.sent(), "same").items():
+    for address, call in bulked.items():
+        alone = one_by_one[address]
         subject, html_part, text_part = files[address]
         # Each tree has its own key and port: compare with the links and the pixel taken out.
-        assert subject == call.subject
-        assert normal(html_part).removesuffix("\n") == normal(call.html)  # MIME ends a part with a line break
-        assert normal(text_part).strip() == normal(call.text).strip()
-        assert normal(text_part).startswith("Hi ")
+        assert call.subject == alone.subject == subject
+        assert normal(call.html) == normal(alone.html) == normal(html_part).removesuffix("\n")  # MIME's line break
+        assert normal(call.text) == normal(alone.text)
+        assert normal(text_part).strip() == normal(call.text).strip() and normal(text_part).startswith("Hi ")
+        assert [(n, normal(v)) for n, v in call.headers] == [(n, normal(v)) for n, v in alone.headers]
+        assert {**call.tags, "topic_id": ""} == {**alone.tags, "topic_id": ""}
+        assert "/v1/events/click/" in call.html and "List-Unsubscribe" in dict(call.headers)
 
 
 def normal(text: str) -> str:
     import re
 
-    return re.sub(r"https?://127\.0\.0\.1:\d+/v1/(events/open\?[^\"]+|unsubscribe/[A-Za-z0-9_-]+)", "LINK", text)
+    link = r"https?://127\.0\.0\.1:\d+/v1/(events/open\?[^\"]+|events/click/[A-Za-z0-9_.-]+|unsubscribe/[A-Za-z0-9_-]+)"
+    return re.sub(link, "LINK", text)
 
 
 def test_a_bad_template_is_refused_at_post_and_nothing_is_stored(make_tree: Callable[..., Tree]) -> None:

@@ -167,3 +167,60 @@ def test_successes_at_the_ceiling_do_not_delay_the_next_cut() -> None:
     limiter.on_success(5.0)
     limiter.on_throttled(5.5)
     assert limiter.rate == pytest.approx(70)
+
+
+# --- bulk calls: the limiter counts recipients, not calls -------------------------------------
+
+
+def simulate_bulk(rate: float, seconds: float, most: int = 50, seed: int = 1) -> list[tuple[float, int]]:
+    """A backlog sent in calls as large as the limiter allows, with a jittery event loop."""
+    limiter = RateLimiter(rate, clock=lambda: 0.0)
+    rng = random.Random(seed)
+    now, calls = 0.0, []
+    while now < seconds:
+        n = limiter.batch_size(most)
+        wait = limiter.delay_s(now, n)
+        if wait <= 0:
+            limiter.take(now, n)
+            calls.append((now, n))
+            now += rng.uniform(0, 0.3 * n / rate)
+        else:
+            now += wait + rng.uniform(0, 0.002)
+    return calls
+
+
+def most_recipients_in_any_second(calls: list[tuple[float, int]]) -> int:
+    return max(sum(n for t, n in calls if start <= t < start + 1.0) for start, _ in calls)
+
+
+@pytest.mark.parametrize(("rate", "size"), [(1, 1), (14, 1), (100, 5), (1000, 50), (5000, 50)])
+def test_a_call_carries_fifty_milliseconds_of_the_rate_at_most_fifty(rate: int, size: int) -> None:
+    assert RateLimiter(rate).batch_size(50) == size
+    assert RateLimiter(rate).batch_size(3) == min(3, size)
+
+
+@pytest.mark.parametrize("rate", [14, 100, 1000, 5000])
+def test_with_bulk_calls_no_rolling_second_carries_more_recipients_than_the_rate(rate: int) -> None:
+    calls = simulate_bulk(rate, 10)
+    assert most_recipients_in_any_second(calls) <= rate
+    assert sum(n for _, n in calls) / 10 >= rate * 0.95
+    if rate >= 1000:
+        assert all(n == 50 for _, n in calls), "a backlog goes out in full calls"
+
+
+def test_a_call_waits_until_the_window_has_room_for_all_its_recipients() -> None:
+    limiter = RateLimiter(100)
+    limiter.take(0.0, 60)
+    assert limiter.window_delay_s(0.5, 40) == 0.0
+    limiter.take(0.5, 30)
+    # 90 in the window: 20 more fit only once the 60 sent at 0.0 have left it
+    assert limiter.window_delay_s(0.6, 20) == pytest.approx(WINDOW_S - 0.6)
+    assert limiter.window_delay_s(0.6, 10) == 0.0
+
+
+def test_a_call_made_up_before_a_throttle_cut_leaves_alone_in_an_empty_window() -> None:
+    limiter = RateLimiter(20)
+    limiter.take(0.0, 1)
+    limiter.on_throttled(0.0)  # 20/s -> 14/s: a call of 20 made up before now exceeds a window
+    assert limiter.window_delay_s(0.1, 20) == pytest.approx(WINDOW_S - 0.1)
+    assert limiter.window_delay_s(WINDOW_S, 20) == 0.0

@@ -208,32 +208,41 @@ class LedgerHistories(RuleBasedStateMachine):
     # --- calls ----------------------------------------------------------------------------
 
     @precondition(lambda self: self.ledger.can_start() and not self.stopping)
-    @rule()
-    def start_call(self) -> None:
+    @rule(data=st.data())
+    def start_call(self, data: st.DataObject) -> None:
+        """A call of one recipient (SendEmail) or several (SendBulkEmail)."""
         self.tick()
-        started = self.ledger.start_call(self.now)
-        if started is None:
-            return
-        rid = started.recipient_id
-        for hold in self.holds:
-            if not hold.scope.covers(started) or rid in hold.keep:
-                continue  # kept rows may be at SES already: their outcome decides (and a retry is theirs)
-            # Dispatched after a hold that did not keep it: only work claimed after the recorder's cut.
-            assert hold.answered and hold.point is not None and self.claim_seq[rid] > hold.point, rid
+        most = data.draw(st.integers(1, min(5, self.ledger.free_slots())))
+        for started in self.ledger.start_batch(self.now, most):
+            rid = started.recipient_id
+            for hold in self.holds:
+                if not hold.scope.covers(started) or rid in hold.keep:
+                    continue  # kept rows may be at SES already: their outcome decides (and a retry is theirs)
+                # Dispatched after a hold that did not keep it: only work claimed after the recorder's cut.
+                assert hold.answered and hold.point is not None and self.claim_seq[rid] > hold.point, rid
 
     def call(self, data: st.DataObject) -> int:
         return data.draw(st.sampled_from(sorted(self.ledger.calling)))
 
-    @precondition(lambda self: self.ledger.calling)
+    @precondition(lambda self: set(self.ledger.calling) - self.ledger.admitted)
     @rule(data=st.data())
     def admit(self, data: st.DataObject) -> None:
+        """One call reaches the wire: all of it leaves, or (one of it held) none of it does."""
         self.tick()
-        rid = self.call(data)
-        if self.ledger.admit(rid):
-            assert self.recorder.status[rid] != "held", rid
-            self.admitted_at.setdefault(rid, []).append(self.step)
-        else:
-            self.ledger.withdraw(rid)
+        waiting = sorted(set(self.ledger.calling) - self.ledger.admitted)
+        call = data.draw(st.lists(st.sampled_from(waiting), min_size=1, max_size=5, unique=True))
+        withdrawn = self.ledger.admit_call(tuple(call))
+        if not withdrawn:
+            for rid in call:
+                assert self.recorder.status[rid] != "held", rid
+                self.admitted_at.setdefault(rid, []).append(self.step)
+            return
+        for rid in call:
+            # The shell: the held ones are withdrawn, the rest of the call goes back to the queue.
+            if rid in withdrawn:
+                self.ledger.withdraw(rid)
+            else:
+                self.ledger.requeue(rid)
 
     @precondition(lambda self: self.ledger.admitted)
     @rule(data=st.data())

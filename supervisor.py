@@ -26,9 +26,11 @@ import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
+from types import ModuleType
 from typing import Any
 
 from config.settings import ConfigError, Settings, load_from_process
+from pipeline import metrics_folder
 from pipeline.channels import STAGES, AnyQueue, create_inboxes, outboxes_of, release_queues
 from pipeline.exitcodes import ExitCode
 from pipeline.guardrails import SES_REVIEW_BOUNCE_RATE, SES_REVIEW_COMPLAINT_RATE
@@ -37,6 +39,16 @@ from pipeline.supervision import ChildState, StageStates
 from pipeline.tree import Phase, Tree
 
 log = logging.getLogger("supervisor")
+
+
+def metrics() -> ModuleType:
+    """pipeline.metrics, imported only once main() has named the metrics folder (it decides
+    there, at import, whether this process's metrics go to that folder)."""
+    import pipeline.metrics
+
+    return pipeline.metrics
+
+
 ENTRIES = {name: f"stages.{name}:run" for name in STAGES}
 # Ingest keeps no state the others rely on, so a clean crash of it restarts it alone.
 RESTART_ALONE = frozenset({"ingest"})
@@ -60,6 +72,7 @@ class Processes:
         self.states = StageStates(self.mp, STAGES)
         self.queues: dict[str, AnyQueue] = create_inboxes(self.mp)
         self.children: dict[str, Child] = {}
+        self.started: set[str] = set()
 
     def spawn(self, name: str) -> None:
         status_r, status_w = self.mp.Pipe(duplex=False)
@@ -83,6 +96,9 @@ class Processes:
         status_w.close()
         self.children[name] = Child(process, status_r)
         log.info("%s started (pid %s)", name, process.pid)
+        if name in self.started:
+            metrics().RESTARTS.labels(name).inc()
+        self.started.add(name)
 
     def terminate(self, name: str) -> None:
         process = self.children[name].process
@@ -101,6 +117,7 @@ class Processes:
         child = self.children.pop(name)
         child.process.join()
         child.status.close()
+        metrics().process_died(child.process.pid)
         return child.process.exitcode
 
     def publish(self, states: dict[str, ChildState]) -> None:
@@ -234,7 +251,7 @@ def main(argv: list[str]) -> int:
     except ConfigError as problem:
         print(f"ses-sender: configuration error: {problem}", file=sys.stderr)
         return int(ExitCode.CONFIG)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if argv[1:2] == ["migrate"]:
         from pipeline.db.original import OriginalDatabase, refuse_original
         from pipeline.db.schema import migrate_file
@@ -252,6 +269,7 @@ def main(argv: list[str]) -> int:
 
         return import_original(argv[2:], settings.database_path)
     warn_about(settings)
+    metrics_folder.prepare(settings.database_path)
     try:
         supervisor = Supervisor(settings)
     except OSError as problem:

@@ -139,6 +139,8 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     sentry_dsn: str | None = field(default=None, repr=False)
     log_level: str = "INFO"
+    # LOG_FORMAT: "text" (one readable line per record) or "json" (one JSON object per line).
+    log_format: str = "text"
     max_emails_per_request: int = 10_000
     max_request_bytes: int = 20 * 1024 * 1024
     # Requests per second per API client (token subject, API key or address); 0: no limit.
@@ -161,6 +163,8 @@ class Settings:
     guard: GuardSettings = field(default_factory=GuardSettings)
     # TRACK_CLICKS: rewrite links for click counts in messages that do not say `track_clicks`.
     track_clicks: bool = False
+    # METRICS_PUBLIC: GET /metrics without authentication (a scraper on a private network).
+    metrics_public: bool = False
 
     @property
     def server_url_is_local(self) -> bool:
@@ -220,6 +224,15 @@ class _Reader:
             return False
         self.problems.append(f"{name}: {value!r} is not true or false")
         return default
+
+    def choice(self, name: str, allowed: tuple[str, ...], default: str) -> str:
+        value = self.raw(name)
+        if value is None:
+            return default
+        if value.lower() not in allowed:
+            self.problems.append(f"{name}: {value!r} is not one of {', '.join(allowed)}")
+            return default
+        return value.lower()
 
 
 def parse_database_url(url: str) -> Path:
@@ -443,6 +456,7 @@ def load(environ: Mapping[str, str]) -> Settings:
         auth=auth,
         sentry_dsn=reader.raw("SENTRY_DSN"),
         log_level=_log_level(reader),
+        log_format=reader.choice("LOG_FORMAT", ("text", "json"), "text"),
         max_emails_per_request=reader.integer(
             "MAX_EMAILS_PER_REQUEST", defaults.max_emails_per_request, low=1, high=1_000_000
         ),
@@ -466,6 +480,7 @@ def load(environ: Mapping[str, str]) -> Settings:
         lists=_lists(reader, server_url),
         guard=_guard(reader),
         track_clicks=reader.flag("TRACK_CLICKS", False),
+        metrics_public=reader.flag("METRICS_PUBLIC", False),
     )
     if reader.problems:
         raise ConfigError(reader.problems)

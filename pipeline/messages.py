@@ -120,6 +120,9 @@ class Stored(Message):
     corr_id: int
     answer: str
     replayed: bool = False
+    # Rows stored, and addresses left out as suppressed (0 in a replay: counted the first time).
+    stored: int = 0
+    suppressed: int = 0
 
 
 class Refusal(StrEnum):
@@ -474,3 +477,5 @@ class QuotaReport(Message):
     error: str | None
     # GetAccount's (EnforcementStatus, SendingEnabled, ProductionAccessEnabled), where SES said.
     account: tuple[str | None, bool | None, bool | None] | None = None
+    # The sender's rate now (after AIMD's cuts for throttling) and its ceiling, per second.
+    rate: tuple[float, float] | None = None

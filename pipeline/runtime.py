@@ -13,6 +13,7 @@ import contextlib
 import faulthandler
 import gc
 import importlib
+import json
 import logging
 import multiprocessing
 import signal
@@ -21,6 +22,7 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -75,15 +77,37 @@ class StageSpec:
     states: StageStates | None = None
 
 
-def configure_logging(level: str) -> None:
-    """Stage name and pid on every record; %-style arguments everywhere."""
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(processName)s[%(process)d] %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
+def configure_logging(level: str, form: str = "text") -> None:
+    """Stage name and pid on every record; %-style arguments everywhere. `form` "json": one
+    JSON object per line (LOG_FORMAT=json), for a log shipper."""
+    handler = logging.StreamHandler(sys.stderr)
+    if form == "json":
+        handler.setFormatter(JsonLines())
+    else:
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     logging.captureWarnings(True)
+
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(processName)s[%(process)d] %(name)s: %(message)s"
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object per record: time (UTC, ISO 8601), level, process, pid, logger, message,
+    and the traceback as `exception` when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "process": record.processName,
+            "pid": record.process,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
 
 
 def init_sentry(settings: Settings, stage: str) -> None:
@@ -128,7 +152,7 @@ def run_stage(spec: StageSpec) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD})
     set_title(spec.name)
-    configure_logging(spec.settings.log_level)
+    configure_logging(spec.settings.log_level, spec.settings.log_format)
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     init_sentry(spec.settings, spec.name)
     log = logging.getLogger(f"stages.{spec.name}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipeline import metrics
 from pipeline.clock import now_ms
 from pipeline.messages import ClaimDue, Claimed, Deliver, Demand, Message, WorkAdded
 from pipeline.runtime import StageContext
@@ -96,8 +97,11 @@ async def handle(ctx: StageContext, state: SchedulerState, message: Message) -> 
         case WorkAdded(due_at_ms=due):
             state.on_work_added(due)
         case Claimed(recipients=recipients, claim_seq=claim_seq):
+            waited_for = state.next_due_ms
             state.on_claimed(message)
             if recipients:
                 await ctx.outboxes["sender"].put(Deliver(recipients, claim_seq))
+                if waited_for:  # 0: at start, before the first claim says what is due
+                    metrics.LATENESS.observe(max(0, now_ms() - waited_for) / 1000)
         case _:
             pass  # WakeUp (stopping) or a stray reply

@@ -29,7 +29,7 @@ async def get_account(request: web.Request) -> web.Response:
     if not isinstance(report, GuardReport):
         raise TypeError(f"the recorder answered GetGuard with {type(report).__name__}")
     answer: dict[str, Any] = {"backend": settings.ses.backend}
-    answer.update(await quota(request))
+    answer.update(await quota(request, with_rate=True))
     answer["rates"] = {
         "window_hours": 24,
         "sent": report.sent,

@@ -136,14 +136,19 @@ async def sent_counts(request: web.Request) -> web.Response:
     return web.json_response(answer)
 
 
-async def quota(request: web.Request) -> dict[str, Any]:
+async def quota(request: web.Request, with_rate: bool = False) -> dict[str, Any]:
+    """SES's quota as the sender last read it; `with_rate`: also the sender's own rate."""
     try:
         report = await ask(request, "sender", lambda c: GetQuota(c, "ingest"), timeout_s=QUOTA_TIMEOUT_S)
     except ApiError:
         return {"quota": None, "quota_error": "the sender did not answer"}
     assert isinstance(report, QuotaReport)
+    sending: dict[str, Any] = {}
+    if with_rate and report.rate is not None:
+        now, ceiling = report.rate
+        sending = {"sending": {"rate_limit_per_second": round(now, 3), "max_per_second": ceiling}}
     if report.quota is None:
-        return {"quota": None, "quota_error": report.error}
+        return {"quota": None, "quota_error": report.error, **sending}
     max_24, rate, sent_24 = report.quota
     remaining = None if max_24 < 0 else max(0.0, max_24 - sent_24)
     answer: dict[str, Any] = {
@@ -155,4 +160,4 @@ async def quota(request: web.Request) -> dict[str, Any]:
     if report.account is not None:
         status, enabled, production = report.account
         answer |= {"enforcement_status": status, "sending_enabled": enabled, "production_access_enabled": production}
-    return {"quota": answer}
+    return {"quota": answer, **sending}

@@ -67,6 +67,10 @@ def html_answer(description: str) -> Json:
     return {"description": description, "content": {"text/html": {"schema": {"type": "string"}}}}
 
 
+def text_answer(description: str) -> Json:
+    return {"description": description, "content": {"text/plain": {"schema": {"type": "string"}}}}
+
+
 CLICK_TOKEN: Final = path("token", "The signed token from the mail's link.", {"type": "string", "maxLength": 64})
 UNSUBSCRIBE_TOKEN: Final = path(
     "token", "The signed token from List-Unsubscribe or the mail's link.", {"type": "string", "maxLength": 300}
@@ -395,6 +399,15 @@ def paths() -> Json:
                 {200: html_answer("An HTML page; its script and stylesheet are under /dashboard/static/.")},
                 tag="Operations",
                 public=True,
+            )
+        },
+        "/metrics": {
+            "get": operation(
+                "metrics",
+                "Prometheus metrics from every stage, and the backlog by status",
+                {200: text_answer("Prometheus's text exposition format (version 0.0.4).")},
+                tag="Operations",
+                description="Authenticated as the API, unless METRICS_PUBLIC=true (docs/metrics.md).",
             )
         },
         "/health": {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from stages.ingest import account, clicks, events, one_click, suppressions, views
+from stages.ingest import account, clicks, events, metrics_view, one_click, suppressions, views
 from stages.ingest.apidocs import setup_docs
 from stages.ingest.auth import protected
 from stages.ingest.dashboard import setup_dashboard
@@ -25,6 +25,7 @@ def setup_routes(app: web.Application) -> None:
     router = app.router
     router.add_get("/health", answers_errors(views.health))
     router.add_get("/ready", answers_errors(views.ready))
+    router.add_get("/metrics", answers_errors(metrics_view.metrics_route))
     setup_docs(app)
     setup_dashboard(app)  # static and public like /docs; its data comes from the API below
     router.add_get("/v1/events/open", events.open_pixel)  # HEAD too

@@ -286,12 +286,20 @@ class GuardStatus(Struct):
     min_sent: int
 
 
+class SendingRate(Struct):
+    rate_limit_per_second: Annotated[
+        float, Meta(description="The sender's rate now: the ceiling, less AIMD's cuts after SES throttled.")
+    ]
+    max_per_second: Annotated[float, Meta(description="MAX_SEND_PER_SECOND, else SES's MaxSendRate at start.")]
+
+
 class Account(Struct):
     """`GET /v1/account`: SES's quota and status (null on the outbox backend), our rates, the guard."""
 
     backend: str
     quota: Quota | None
     quota_error: str | UnsetType = UNSET
+    sending: SendingRate | UnsetType = UNSET
     rates: AccountRates | UnsetType = UNSET
     guard: GuardStatus | UnsetType = UNSET
 

@@ -12,6 +12,7 @@ import aiosqlite
 from aiohttp import web
 
 from config.settings import SnsSettings
+from pipeline import metrics
 from pipeline.channels import ChannelFull
 from pipeline.db.queries import GUARD_ACCOUNT_REASON, recent_topics, topic_counts
 from pipeline.db.status import Status
@@ -27,7 +28,7 @@ from pipeline.messages import (
 )
 from stages.ingest.auth import CLIENT
 from stages.ingest.bodies import read_json_body
-from stages.ingest.campaigns import iso_utc, parse_campaign
+from stages.ingest.campaigns import Campaign, iso_utc, parse_campaign
 from stages.ingest.errors import ApiError
 from stages.ingest.keys import CTX, DB, REPLIES
 from stages.ingest.params import TOPICS_LIMIT, TOPICS_OFFSET, whole_number
@@ -100,10 +101,25 @@ async def post_messages(request: web.Request) -> web.Response:
     )
     reply = await ask_recorder(request, store)
     assert isinstance(reply, Stored)
-    if not reply.replayed and campaign.stored_count:
-        await wake_scheduler(request, campaign.due_at_ms)
+    if not reply.replayed:
+        count_posted(campaign, reply)
+        if campaign.stored_count:
+            await wake_scheduler(request, campaign.due_at_ms)
+    metrics.POST_LATENCY.observe((time.monotonic_ns() - started_ns) / 1e9)
     # The recorder's answer as it keeps it: a replay of the same key gets the same bytes.
     return web.Response(text=reply.answer, content_type="application/json")
+
+
+def count_posted(campaign: Campaign, stored: Stored) -> None:
+    """What became of each posted recipient, once committed (a replay was counted the first time)."""
+    for outcome, n in (
+        ("accepted", stored.stored),
+        ("rejected", len(campaign.rejected)),
+        ("duplicate", campaign.duplicates),
+        ("suppressed", stored.suppressed),
+    ):
+        if n:
+            metrics.RECIPIENTS.labels(outcome).inc(n)
 
 
 def idempotency_key(request: web.Request) -> str | None:

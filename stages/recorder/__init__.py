@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections import Counter
 
 from config.settings import GuardSettings
+from pipeline import metrics
 from pipeline.channels import PRODUCERS, ChannelFull, describe
 from pipeline.clock import now_ms
 from pipeline.db.original import OriginalDatabase
@@ -181,6 +183,7 @@ def apply_batch(writer: Writer, log: logging.Logger, batch: list[Message], count
         return []
     conn, now = writer.conn, now_ms()
     replies: list[Reply] = []
+    began = time.perf_counter()
     try:
         conn.execute("BEGIN IMMEDIATE")
         writer.purge_if_due(now)
@@ -192,7 +195,10 @@ def apply_batch(writer: Writer, log: logging.Logger, batch: list[Message], count
         log.error("commit failed, nothing in this batch was stored: %s", problem)
         if conn.in_transaction:
             conn.execute("ROLLBACK")
+        metrics.TALLY.discard()
         return refuse_stores(work, f"the database cannot take writes: {problem}")
+    metrics.COMMIT_LATENCY.observe(time.perf_counter() - began)
+    metrics.TALLY.commit()
     return replies
 
 
@@ -201,15 +207,18 @@ def apply_one(writer: Writer, log: logging.Logger, message: Message, now: int) -
     logged once and answered with an error, and the rest of the batch goes on."""
     conn = writer.conn
     conn.execute("SAVEPOINT one")
+    metrics.TALLY.mark()
     try:
         replies = writer.apply(message, now)
     except Exception as problem:  # no input may take the writer down with it
         conn.execute("ROLLBACK TO one")
         conn.execute("RELEASE one")
+        metrics.TALLY.rollback_to_mark()
         log.error("%s failed and was rolled back: %s: %s", describe(message), type(problem).__name__, problem)
         refusal = refusal_for(message, problem)
         return [refusal] if refusal is not None else []
     conn.execute("RELEASE one")
+    metrics.TALLY.release_mark()
     return replies
 
 

@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pipeline import tracking
+from pipeline import metrics, tracking
 from pipeline.db.status import Status
 from pipeline.guardrails import Complained, GuardEvent, HardBounced
 from pipeline.machine_opens import Hit, classify
@@ -62,6 +62,7 @@ def record_events(
         if event_id is None:
             continue  # the same SNS message again
         recorded += 1
+        metrics.TALLY.events[event.kind] += 1
         if recipient is not None:
             matched += 1
             apply_event(conn, recipient, event, now_ms, seen)
@@ -196,6 +197,7 @@ def record_opens(conn: sqlite3.Connection, request: RecordOpens, key: bytes) -> 
         ).fetchone()
         if row is not None:
             counted += 1
+            metrics.TALLY.opens += 1
             agent = request.agents[index] if index < len(request.agents) else ("", "")
             judge(conn, recipient_id, row, at_ms, agent, Hit.OPEN)
     for recipient_id, link_index, at_ms, user_agent, address in request.clicks:
@@ -253,6 +255,7 @@ def record_click(
         (recipient_id, link_index, at_ms),
     )
     count_in_topic(conn, topic_id, "clicks")
+    metrics.TALLY.clicks += 1
     if not clicked_before:
         count_in_topic(conn, topic_id, "clicked")
     judge(conn, recipient_id, (topic_id, delivered_at_ms, human_at_ms), at_ms, agent, Hit.CLICK)

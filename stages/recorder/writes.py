@@ -11,6 +11,7 @@ import sqlite3
 import time
 from collections.abc import Iterable
 
+from pipeline import metrics
 from pipeline.clicks import rewrite_links
 from pipeline.db.status import HOLDABLE, Status
 from pipeline.guardrails import GuardEvent, MailSent
@@ -93,7 +94,7 @@ def store_messages(conn: sqlite3.Connection, request: StoreMessages, now_ms: int
             "INSERT OR REPLACE INTO idempotency_keys (key, body_digest, answer, created_at_ms) VALUES (?, ?, ?, ?)",
             (request.idempotency_key, request.body_digest or "", answer_text, now_ms),
         )
-    return Stored(request.corr_id, answer_text)
+    return Stored(request.corr_id, answer_text, stored=stored, suppressed=suppressed)
 
 
 def _earlier_answer(conn: sqlite3.Connection, request: StoreMessages, now_ms: int) -> Stored | Refused | None:
@@ -215,6 +216,7 @@ def hold_address(conn: sqlite3.Connection, request: HoldAddressRows, claim_seq: 
     email, scope = request.email.strip().lower(), request.list_id or ""
     new = suppress(conn, email, "unsubscribe", f"one-click link of recipient {request.recipient_id}", now_ms, scope)
     if new:
+        metrics.TALLY.unsubscribes += 1
         row = conn.execute("SELECT topic_id FROM recipients WHERE id = ?", (request.recipient_id,)).fetchone()
         if row is not None:
             count_in_topic(conn, row[0], "unsubscribed")  # the topic whose mail carried the link

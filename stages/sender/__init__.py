@@ -13,6 +13,7 @@ import math
 import sqlite3
 
 from config.settings import SES_STARTING_RATE_PER_S, Settings
+from pipeline import metrics
 from pipeline.db.schema import open_reader, tracking_key
 from pipeline.limiter import RateLimiter
 from pipeline.mail import Tracking, Unsubscribe
@@ -112,6 +113,8 @@ async def watch_quota(ctx: StageContext, backend: MailBackend, sender: Sender) -
         else:
             if quota is not None:
                 sender.set_quota_remaining(quota.remaining)
+                metrics.QUOTA_USED.set(quota.sent_last_24_hours)
+                metrics.QUOTA_LEFT.set(-1 if quota.remaining == float("inf") else quota.remaining)
                 sender.last_quota = (quota.max_24_hour_send, quota.max_send_rate, quota.sent_last_24_hours)
                 sender.last_account = (quota.enforcement_status, quota.sending_enabled, quota.production_access)
         await asyncio.sleep(ctx.settings.ses.quota_refresh_s)

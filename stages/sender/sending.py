@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pipeline import metrics
 from pipeline.backoff import jittered_backoff_s
 from pipeline.clock import now_ms
 from pipeline.gate import SendGate
@@ -130,7 +131,8 @@ class Sender:
                 self._work.set()
             case GetQuota(corr_id=corr_id, reply_to=reply_to):
                 error = None if self.last_quota else self.quota_error
-                report = QuotaReport(corr_id, self.last_quota, error, self.last_account)
+                rate = (self.limiter.rate, self.limiter.ceiling)
+                report = QuotaReport(corr_id, self.last_quota, error, self.last_account, rate)
                 self.ctx.outboxes[reply_to].put_nowait(report)
             case _:
                 pass  # WakeUp: the loop re-checks `stopping`
@@ -225,6 +227,14 @@ class Sender:
     async def send_call(self, batch: list[Recipient]) -> None:
         """Build each recipient's mail, then send: one SendBulkEmail for those that fit in
         one, SendEmail for a lone recipient and for a mail a bulk entry cannot carry."""
+        metrics.IN_FLIGHT.inc(len(batch))
+        metrics.RATE_LIMIT.set(self.limiter.rate)
+        try:
+            await self.send_mails(batch)
+        finally:
+            metrics.IN_FLIGHT.dec(len(batch))
+
+    async def send_mails(self, batch: list[Recipient]) -> None:
         mails = {r.recipient_id: (r, mail) for r in batch if (mail := self.build_mail(r)) is not None}
         if len(mails) <= 1 or self.backend.bulk_max == 1:
             await asyncio.gather(*(self.send_single(r, mail) for r, mail in mails.values()))
@@ -252,6 +262,7 @@ class Sender:
                 )
             return build(content, rid, recipient.email, recipient.topic_id, pixel, link, self.tracking)
         except LookupError as missing:
+            metrics.FAILED.labels("ContentMissing").inc()
             self.apply(self.ledger.record(SendFailed(rid, "ContentMissing", str(missing), now_ms())))
         except MailNotBuildable as problem:
             self.fail(recipient, classify(problem))
@@ -261,22 +272,29 @@ class Sender:
 
     async def send_single(self, recipient: Recipient, mail: OutgoingMail) -> None:
         token = CURRENT_CALL.set((recipient.recipient_id,))
+        operation = "SendEmail" if self.backend.name == "ses" else self.backend.name
+        started = time.perf_counter()
         try:
-            message_id = await self.backend.send(mail)
+            with metrics.CALLS_IN_FLIGHT.track_inprogress():
+                message_id = await self.backend.send(mail)
         except SendWithdrawn:
             # Held by the recorder with its topic and counted there; never sent.
             self.apply(self.ledger.withdraw(recipient.recipient_id))
         except Exception as error:  # every failure is classified; none escapes the task
+            call_done(operation, started, ok=False)
             self.on_call_failed([recipient], classify(error))
         else:
+            call_done(operation, started, ok=True)
             self.on_sent(recipient.recipient_id, message_id)
         finally:
             CURRENT_CALL.reset(token)
 
     async def send_bulk(self, recipients: list[Recipient], entries: list[BulkEntry]) -> None:
         token = CURRENT_CALL.set(tuple(r.recipient_id for r in recipients))
+        started = time.perf_counter()
         try:
-            outcomes = await self.backend.send_bulk(entries)
+            with metrics.CALLS_IN_FLIGHT.track_inprogress():
+                outcomes = await self.backend.send_bulk(entries)
         except SendWithdrawn as held:
             # None of the call left: the held ones are withdrawn, the rest go back to the front.
             for recipient in reversed(recipients):
@@ -289,10 +307,12 @@ class Sender:
                 self.apply(self.ledger.requeue(recipient.recipient_id))
             return
         except Exception as error:  # an error of the whole call applies to every entry in it
+            call_done("SendBulkEmail", started, ok=False)
             self.on_call_failed(recipients, classify(error))
             return
         finally:
             CURRENT_CALL.reset(token)
+        call_done("SendBulkEmail", started, ok=True)
         by_id = {r.recipient_id: r for r in recipients}
         failed: list[tuple[Recipient, Classified]] = []
         for outcome in outcomes:
@@ -310,6 +330,7 @@ class Sender:
         self.gate.on_success()
         self.attempts.pop(recipient_id, None)
         self.counts["sent"] += 1
+        metrics.SENT.inc()
         self.apply(self.ledger.record(Sent(recipient_id, message_id, now_ms())))
 
     def on_call_failed(self, recipients: list[Recipient], error: Classified) -> None:
@@ -341,8 +362,13 @@ class Sender:
         self.counts[error.verdict.value] += 1
         if error.verdict is Verdict.PERMANENT:
             self.attempts.pop(rid, None)
+            metrics.FAILED.labels(error.code).inc()
             self.apply(self.ledger.record(SendFailed(rid, error.code, error.message, now_ms())))
-        elif error.verdict is Verdict.THROTTLED or (retry_transient and error.verdict is Verdict.TRANSIENT):
+            return
+        metrics.RETRIED.labels(error.verdict.value).inc()
+        if error.verdict is Verdict.THROTTLED:
+            metrics.THROTTLES.inc()
+        if error.verdict is Verdict.THROTTLED or (retry_transient and error.verdict is Verdict.TRANSIENT):
             self.attempts[rid] += 1
             delay = jittered_backoff_s(self.attempts[rid], THROTTLE_RETRY_MIN_S, THROTTLE_RETRY_MAX_S)
             self.apply(self.ledger.retry_at(rid, now + delay))
@@ -352,6 +378,7 @@ class Sender:
     def fail(self, recipient: Recipient, error: Classified) -> None:
         """A mail that cannot be built: failed once, with the reason (it would fail the same way again)."""
         self.counts[error.verdict.value] += 1
+        metrics.FAILED.labels(error.code).inc()
         self.apply(self.ledger.record(SendFailed(recipient.recipient_id, error.code, error.message, now_ms())))
 
     def pause_sending(self, error: Classified, now: float) -> None:
@@ -410,3 +437,9 @@ class Sender:
                 await self.flush()
         if self.ledger.unacked:
             self.ctx.log.warning("%d outcome batch(es) not acknowledged at exit", len(self.ledger.unacked))
+
+
+def call_done(operation: str, started: float, ok: bool) -> None:
+    """One SES call answered (a withdrawn one never left, and is not counted)."""
+    metrics.SES_CALLS.labels(operation, "ok" if ok else "error").inc()
+    metrics.SES_LATENCY.labels(operation).observe(time.perf_counter() - started)

@@ -174,6 +174,8 @@ def test_live_answers_match_the_document(tree: Tree, document: dict[str, Any]) -
     # Operations
     for path in ("/health", "/ready", "/openapi.json", "/docs", "/dashboard"):
         c.check("GET", path, tree.get(path))
+    c.check("GET", "/metrics", call("GET", "/metrics"))
+    c.check("GET", "/metrics", http("GET", base + "/metrics"))  # no credentials: 401
 
     operations = {(method, path) for path, item in document["paths"].items() for method in item}
     assert operations == {(method, path) for method, path, _ in c.seen}, "every operation was checked"

@@ -211,6 +211,12 @@
   function renderQuota(account) {
     const q = account.quota;
     $("backend").textContent = String(account.backend);
+    // The sender's own rate now (after cuts for throttling), and its ceiling when that differs.
+    const sending = account.sending;
+    $("send-limit").textContent = sending
+      ? perSecond(sending.rate_limit_per_second) +
+        (sending.rate_limit_per_second < sending.max_per_second ? " of " + perSecond(sending.max_per_second) : "")
+      : "—";
     if (!q) {
       for (const id of ["quota-used", "quota-max", "quota-left", "rate-limit", "enforcement"]) $(id).textContent = "—";
       $("quota-bar").style.width = "0%";

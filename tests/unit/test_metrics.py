@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import shutil
 import sys
+from pathlib import Path
 
+import pytest
 from prometheus_client import REGISTRY
 
-from pipeline import metrics
+from pipeline import metrics, metrics_folder
 from pipeline.runtime import JsonLines
 from tests.helpers import ROOT
 
@@ -60,3 +64,21 @@ def test_the_grafana_dashboard_uses_only_exported_metrics() -> None:
     exported = {f"ses_sender_{name}" if not name.startswith("ses_sender_") else name for name in exported}
     exported.add("ses_sender_backlog_recipients")  # made at each scrape (stages/ingest/metrics_view.py)
     assert used <= exported, used - exported
+
+
+def test_the_folder_is_emptied_at_start_and_found_elsewhere_when_it_cannot_be_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(metrics_folder.ENV, raising=False)
+    database = tmp_path / "mail.db"
+    stale = tmp_path / "mail.db.metrics" / "counter_123.db"
+    stale.parent.mkdir()
+    stale.write_bytes(b"from the last run")
+    assert metrics_folder.prepare(database) == stale.parent and not stale.exists()
+    assert os.environ[metrics_folder.ENV] == str(stale.parent)
+    # A database whose folder cannot hold the metrics (here, a file where a folder should be)
+    monkeypatch.delenv(metrics_folder.ENV)
+    (tmp_path / "a-file").write_text("")
+    elsewhere = metrics_folder.prepare(tmp_path / "a-file" / "x.db")
+    assert elsewhere is not None and elsewhere.is_dir() and elsewhere != tmp_path / "a-file"
+    shutil.rmtree(elsewhere)

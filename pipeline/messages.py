@@ -332,7 +332,17 @@ class Released(Message):
     recipient_id: int
 
 
-Outcome = Sent | SendFailed | Released
+@dataclass(frozen=True, slots=True)
+class Withheld(Message):
+    """Its call may have been at SES when a hold (cancel, pause, unsubscribe) covered it, so
+    the hold kept its row; SES did not send it after all. It takes the hold's status now
+    instead of being sent later."""
+
+    recipient_id: int
+    status: str  # cancelled, paused or suppressed: what the hold gave its topic's other rows
+
+
+Outcome = Sent | SendFailed | Released | Withheld
 
 
 @dataclass(frozen=True, slots=True)

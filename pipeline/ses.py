@@ -135,10 +135,12 @@ class SesBackend:
             response = await self.client.send_bulk_email(**request)
         except ClientError as problem:
             meta = problem.response.get("ResponseMetadata", {})
-            code = problem.response.get("Error", {}).get("Code")
-            if meta.get("HTTPStatusCode") == 404 and code != "NotFoundException":
+            code = str(problem.response.get("Error", {}).get("Code"))
+            status = meta.get("HTTPStatusCode")
+            # No such operation here (moto), or a policy that allows only ses:SendEmail.
+            if (status == 404 and code != "NotFoundException") or (status == 403 and code.startswith("AccessDenied")):
                 self.bulk_max = 1
-                raise BulkUnsupported(f"{code}") from None
+                raise BulkUnsupported(f"HTTP {status}" if code == str(status) else f"HTTP {status} {code}") from None
             raise
         return map_results(entries, response)
 

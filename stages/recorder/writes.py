@@ -31,6 +31,7 @@ from pipeline.messages import (
     StoreMessages,
     TopicHeld,
     TopicResumed,
+    Withheld,
 )
 from stages.recorder.events import count_in_topic, link_early_events, suppress, suppressed_among
 
@@ -125,7 +126,7 @@ def record_outcomes(
     Events that SES sent before this outcome reached us are linked by message id here.
     `seen` collects what the reputation guard judges: the sends, per topic, and those events.
     """
-    sent, failed, released = _split(request.outcomes)
+    sent, failed, released, withheld = _split(request.outcomes)
     if seen is not None and sent:
         seen.extend(newly_sent(conn, sent))
     conn.executemany(
@@ -141,6 +142,10 @@ def record_outcomes(
     conn.executemany(
         f"UPDATE recipients SET status = '{Status.PENDING}' WHERE id = ? AND status = '{Status.SENDING}'",
         ((o.recipient_id,) for o in released),
+    )
+    conn.executemany(
+        f"UPDATE recipients SET status = ? WHERE id = ? AND status = '{Status.SENDING}'",
+        ((o.status, o.recipient_id) for o in withheld),
     )
     link_early_events(conn, {o.message_id: o.recipient_id for o in sent if o.message_id}, now_ms, seen)
     return OutcomesRecorded(request.corr_id)
@@ -161,10 +166,11 @@ def newly_sent(conn: sqlite3.Connection, sent: list[Sent]) -> list[MailSent]:
     return [MailSent(topic_id, when, count) for topic_id, (count, when) in latest.items()]
 
 
-def _split(outcomes: Iterable[Outcome]) -> tuple[list[Sent], list[SendFailed], list[Released]]:
+def _split(outcomes: Iterable[Outcome]) -> tuple[list[Sent], list[SendFailed], list[Released], list[Withheld]]:
     sent: list[Sent] = []
     failed: list[SendFailed] = []
     released: list[Released] = []
+    withheld: list[Withheld] = []
     for outcome in outcomes:
         match outcome:
             case Sent():
@@ -173,7 +179,9 @@ def _split(outcomes: Iterable[Outcome]) -> tuple[list[Sent], list[SendFailed], l
                 failed.append(outcome)
             case Released():
                 released.append(outcome)
-    return sent, failed, released
+            case Withheld():
+                withheld.append(outcome)
+    return sent, failed, released, withheld
 
 
 def requeue_claimed(conn: sqlite3.Connection) -> int:

@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from pipeline.db.status import Status
 from pipeline.messages import (
     AddressHeld,
     HoldAddress,
@@ -43,6 +44,7 @@ from pipeline.messages import (
     SendFailed,
     Sent,
     TopicHeld,
+    Withheld,
 )
 
 OUTCOME_BATCH = 200
@@ -101,8 +103,9 @@ class Unacked:
 
 
 def holds_slot(outcome: Outcome) -> bool:
-    """Sent and failed outcomes keep their call's slot until acknowledged; a release never had one."""
-    return not isinstance(outcome, Released)
+    """Sent and failed outcomes keep their call's slot until acknowledged; a release never had
+    one, and a withheld recipient gave its slot back at once (nothing of it reached SES)."""
+    return not isinstance(outcome, Released | Withheld)
 
 
 @dataclass(slots=True)
@@ -123,6 +126,10 @@ class Ledger:
     admitted: set[int] = field(default_factory=set)
     # In a call but held before admission: the admission check stops them.
     withdrawn: set[int] = field(default_factory=set)
+    # In a call already admitted when a hold covered them (so the hold kept their rows, which
+    # may be at SES), with the status that hold gave: if SES does not send them after all
+    # (throttled, transient, a call that never left), they are Withheld, never sent later.
+    kept_held: dict[int, str] = field(default_factory=dict)
     pending: list[Outcome] = field(default_factory=list)
     unacked: dict[int, Unacked] = field(default_factory=dict)
     # Recipients taken and not yet gone (acknowledged, withdrawn or dropped): the sum of the states.
@@ -178,8 +185,13 @@ class Ledger:
         # Calls that have not passed admission are withdrawn: they are held with the rest.
         withdrawing = {rid for rid, r in self.calling.items() if scope.covers(r)} - self.admitted
         self.withdrawn |= withdrawing
-        # Rows that may already be at SES keep their status; their outcome decides it.
+        # Rows that may already be at SES keep their status; their outcome decides it. Should
+        # SES not send them after all, the hold's status is theirs (kept_held).
         keep = set(self.calling) - withdrawing
+        status = request.hold if isinstance(request, HoldTopic) else Status.SUPPRESSED
+        for rid in self.admitted:
+            if scope.covers(self.calling[rid]):
+                self.kept_held.setdefault(rid, status)
         keep.update(o.recipient_id for o in self.pending)
         keep.update(o.recipient_id for entry in self.unacked.values() for o in entry.outcomes)
         rows: HoldTopicRows | HoldAddressRows
@@ -274,23 +286,31 @@ class Ledger:
 
     def admit_call(self, recipient_ids: tuple[int, ...]) -> list[int]:
         """The wire-level check of one call: the recipients held while it waited (then none
-        of the call leaves and nobody is admitted), or [] when all of it may leave."""
-        withdrawn = [rid for rid in recipient_ids if rid in self.withdrawn]
+        of the call leaves and nobody is admitted), or [] when all of it may leave. A
+        recipient held after an earlier call of its own was admitted is held here too."""
+        withdrawn = [rid for rid in recipient_ids if rid in self.withdrawn or rid in self.kept_held]
         if not withdrawn:
             self.admitted.update(rid for rid in recipient_ids if rid in self.calling)
         return withdrawn
 
     def withdraw(self, recipient_id: int) -> Effects:
-        """The call stopped at admission: held by the recorder with its topic, never sent."""
+        """Never sent, and held: by the recorder with its topic (held before admission), or,
+        when its hold kept the row, as a Withheld outcome the recorder applies."""
+        status = self.kept_held.pop(recipient_id, None)
         self.end_call(recipient_id)
-        self.taken -= 1
         self.slots_used -= 1
+        if status is not None:
+            self.pending.append(Withheld(recipient_id, status))  # holds no slot: nothing reached SES
+            self.check()
+            return Effects(freed=1, flush=True)
+        self.taken -= 1
         self.check()
         return Effects(demand=self.demand(), freed=1)
 
     def record(self, outcome: Sent | SendFailed) -> Effects:
         """SES answered for good (sent or failed): the outcome waits for a flush, the slot for its ack."""
         self.end_call(outcome.recipient_id)
+        self.kept_held.pop(outcome.recipient_id, None)  # the outcome decides, as the hold said
         if isinstance(outcome, Sent):
             self.sent_total += 1
         self.pending.append(outcome)
@@ -300,7 +320,7 @@ class Ledger:
 
     def retry_at(self, recipient_id: int, due_at: float) -> Effects:
         """Throttled: not sent, so the slot is free now; the recipient waits until `due_at`."""
-        if recipient_id in self.withdrawn:
+        if recipient_id in self.withdrawn or recipient_id in self.kept_held:
             return self.withdraw(recipient_id)
         recipient = self.end_call(recipient_id)
         heapq.heappush(self.retrying, (due_at, next(self._seq), recipient))
@@ -310,7 +330,7 @@ class Ledger:
 
     def requeue(self, recipient_id: int) -> Effects:
         """A transient failure: not sent, so the slot is free now; the recipient goes first in line."""
-        if recipient_id in self.withdrawn:
+        if recipient_id in self.withdrawn or recipient_id in self.kept_held:
             return self.withdraw(recipient_id)
         self.queued.appendleft(self.end_call(recipient_id))
         self.slots_used -= 1
@@ -339,10 +359,11 @@ class Ledger:
         return self.quota_room() > 0
 
     def call_room(self, most: int) -> int:
-        """How many recipients the next call may take: `most`, within the free slots and the quota."""
+        """How many recipients the next call may take: `most`, within the free slots and the
+        whole sends left in the quota (0: none left, counting the calls in flight)."""
         room = self.quota_room()
-        quota = most if room == float("inf") else math.ceil(room)
-        return max(1, min(most, self.free_slots(), quota))
+        quota = most if room == float("inf") else math.floor(room)
+        return max(0, min(most, self.free_slots(), quota))
 
     def quota_room(self) -> float:
         """How many more recipients the 24-hour quota takes, counting every one in a call as sent."""
@@ -450,3 +471,5 @@ class Ledger:
             raise InvariantBroken("unacknowledged count is off")
         if not (self.admitted | self.withdrawn) <= set(self.calling) or self.admitted & self.withdrawn:
             raise InvariantBroken("admitted and withdrawn must be disjoint calls in flight")
+        if not set(self.kept_held) <= set(self.calling):
+            raise InvariantBroken("a recipient kept by a hold is not in a call")

@@ -181,6 +181,8 @@ class Sender:
             await self.limiter.wait_due()
             # Only this loop takes slots, so the ones seen free above are still free.
             most = self.ledger.call_room(self.limiter.batch_size(self.backend.bulk_max))
+            if most == 0:
+                continue  # the quota ran out while we waited: wait_for_quota holds the backlog
             batch = self.ledger.start_batch(time.monotonic(), most)
             if not batch:
                 continue
@@ -235,7 +237,18 @@ class Sender:
             metrics.IN_FLIGHT.dec(len(batch))
 
     async def send_mails(self, batch: list[Recipient]) -> None:
-        mails = {r.recipient_id: (r, mail) for r in batch if (mail := self.build_mail(r)) is not None}
+        mails: dict[int, tuple[Recipient, OutgoingMail]] = {}
+        unreadable: list[Recipient] = []
+        problem: Classified | None = None
+        for recipient in batch:
+            built = self.build_mail(recipient)
+            if isinstance(built, OutgoingMail):
+                mails[recipient.recipient_id] = (recipient, built)
+            elif built is not None:
+                unreadable.append(recipient)
+                problem = built
+        if problem is not None:
+            self.on_call_failed(unreadable, problem)
         if len(mails) <= 1 or self.backend.bulk_max == 1:
             await asyncio.gather(*(self.send_single(r, mail) for r, mail in mails.values()))
             return
@@ -249,8 +262,9 @@ class Sender:
             calls.append(self.send_bulk([mails[e.mail.recipient_id][0] for e in entries], entries))
         await asyncio.gather(*calls)
 
-    def build_mail(self, recipient: Recipient) -> OutgoingMail | None:
-        """The recipient's mail; None when it cannot be built (then it has failed, for good)."""
+    def build_mail(self, recipient: Recipient) -> OutgoingMail | Classified | None:
+        """The recipient's mail; None when it cannot be built (then it has failed, for good);
+        the trouble when its content could not be read just now (it goes again)."""
         rid = recipient.recipient_id
         try:
             content = self.contents.get(recipient.content_id)
@@ -268,6 +282,8 @@ class Sender:
             self.fail(recipient, classify(problem))
         except (ValueError, TypeError) as problem:
             self.fail(recipient, classify(MailNotBuildable(f"the message cannot be built: {problem}")))
+        except Exception as problem:  # the content's read failed (a locked or unreadable file): retried
+            return classify(problem)
         return None
 
     async def send_single(self, recipient: Recipient, mail: OutgoingMail) -> None:
@@ -302,26 +318,34 @@ class Sender:
                 self.apply(self.ledger.withdraw(rid) if rid in held.recipient_ids else self.ledger.requeue(rid))
             return
         except BulkUnsupported as problem:
-            self.ctx.log.warning("this SES endpoint has no SendBulkEmail (%s): sending one SendEmail each", problem)
-            for recipient in reversed(recipients):
-                self.apply(self.ledger.requeue(recipient.recipient_id))
+            self.ctx.log.warning("SendBulkEmail is not available here (%s): sending one SendEmail each", problem)
+            await self.send_each_alone(recipients, entries)
             return
         except Exception as error:  # an error of the whole call applies to every entry in it
             call_done("SendBulkEmail", started, ok=False)
-            self.on_call_failed(recipients, classify(error))
+            verdict = classify(error)
+            if verdict.verdict is Verdict.PERMANENT:
+                # A refusal of the whole call may be one entry's fault (one unverified address in
+                # the sandbox, say): each goes out alone, and SES judges each as SendEmail would.
+                self.ctx.log.info("SES refused a bulk call (%s): sending its %d alone", verdict.code, len(entries))
+                await self.send_each_alone(recipients, entries)
+            else:
+                self.on_call_failed(recipients, verdict)
             return
         finally:
             CURRENT_CALL.reset(token)
         call_done("SendBulkEmail", started, ok=True)
         by_id = {r.recipient_id: r for r in recipients}
-        failed: list[tuple[Recipient, Classified]] = []
+        failed = [(by_id[o.recipient_id], o.error) for o in outcomes if not isinstance(o, EntrySent)]
+        if failed:  # before the successes, so that a throttle cuts the rate the successes would raise
+            self.on_entries_failed(failed)
         for outcome in outcomes:
             if isinstance(outcome, EntrySent):
                 self.on_sent(outcome.recipient_id, outcome.message_id)
-            else:
-                failed.append((by_id[outcome.recipient_id], outcome.error))
-        if failed:
-            self.on_entries_failed(failed)
+
+    async def send_each_alone(self, recipients: list[Recipient], entries: list[BulkEntry]) -> None:
+        """The call's recipients, each in a SendEmail of its own (each admitted again at the wire)."""
+        await asyncio.gather(*(self.send_single(r, e.mail) for r, e in zip(recipients, entries, strict=True)))
 
     # --- what SES answered ------------------------------------------------------------------
 
@@ -341,7 +365,7 @@ class Sender:
             self.limiter.on_throttled(now)
         elif error.verdict is not Verdict.PERMANENT:
             self.pause_sending(error, now)
-        for recipient in recipients:
+        for recipient in reversed(recipients):  # each goes to the front: reversed keeps their order
             self.settle(recipient, error, now, retry_transient=False)
 
     def on_entries_failed(self, failed: list[tuple[Recipient, Classified]]) -> None:

@@ -83,3 +83,18 @@ def test_at_14_per_s_each_call_carries_one_recipient(make_tree: Callable[..., Tr
     # 50 ms of 14/s is less than one recipient: each goes out alone, through SendEmail
     assert fake_ses.bulk_sizes() == [] and len(fake_ses.sent()) == 20
     assert max_in_any_window(fake_ses.arrivals("sent")) <= 14
+
+
+def test_a_policy_without_send_bulk_email_falls_back_to_send_email_and_fails_nobody(
+    make_tree: Callable[..., Tree], fake_ses: FakeSes
+) -> None:
+    # Given an IAM policy that allows ses:SendEmail only
+    fake_ses.bulk_denied = True
+    tree = make_tree(ses_env(fake_ses.url, MAX_SEND_PER_SECOND="400"))
+    emails = [f"u{i}@example.com" for i in range(100)]
+    assert tree.post("/v1/messages", campaign(emails))[0] == 200
+    wait_until(lambda: tree.statuses() == {"sent": 100}, 20, "all 100 sent")
+    # Then the first bulk call is the only one; everyone went out by SendEmail, once
+    assert [c.outcome for c in fake_ses.bulk_calls] == ["denied"]
+    assert Counter(c.to for c in fake_ses.sent()) == dict.fromkeys(emails, 1)
+    assert "SendBulkEmail is not available here (HTTP 403 AccessDeniedException)" in tree.log()

@@ -152,6 +152,7 @@ class FakeSes:
     entry_throttle_ratio: float = 0.0  # share of entries answered ACCOUNT_THROTTLED
     entry_transient_ratio: float = 0.0  # share of entries answered TRANSIENT_FAILURE
     drop_results: int = 0  # answer each call with this many results fewer than its entries
+    bulk_denied: bool = False  # SendBulkEmail answers 403 AccessDenied (a policy with ses:SendEmail only)
     bulk_calls: list[BulkCall] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -265,6 +266,10 @@ class FakeSes:
             request.transport.abort()  # type: ignore[union-attr]  # connection reset, as in an outage
             return web.Response(status=503)
         raw = await request.read()
+        if self.bulk_denied:
+            with self._lock:
+                self.bulk_calls.append(BulkCall(arrived, time.time(), raw.count(b'"Destination":'), "denied"))
+            return self._error("AccessDeniedException", 403, "not authorized to perform: ses:SendBulkEmail")
         if self.lean:
             return await self._lean_bulk(arrived, raw)
         body = json.loads(raw)

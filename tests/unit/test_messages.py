@@ -27,7 +27,14 @@ SAMPLES: list[Message] = [
     messages.Claimed(1, (RECIPIENT,), None),
     messages.Deliver((RECIPIENT,)),
     messages.RecordOutcomes(
-        1, "sender", (messages.Sent(1, "m", 2), messages.SendFailed(1, "c", "r", 2), messages.Released(1))
+        1,
+        "sender",
+        (
+            messages.Sent(1, "m", 2),
+            messages.SendFailed(1, "c", "r", 2),
+            messages.Released(1),
+            messages.Withheld(2, "paused"),
+        ),
     ),
     messages.OutcomesRecorded(1),
     messages.HoldTopic(1, "ingest", "t", "cancelled"),
@@ -73,6 +80,7 @@ def test_every_message_type_is_covered_and_frozen() -> None:
         messages.Sent,
         messages.SendFailed,
         messages.Released,
+        messages.Withheld,
         messages.SesEvent,
     }
     with pytest.raises(dataclasses.FrozenInstanceError):

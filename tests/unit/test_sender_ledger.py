@@ -30,6 +30,7 @@ from pipeline.messages import (
     SendFailed,
     Sent,
     TopicHeld,
+    Withheld,
 )
 from stages.sender.ledger import FLUSH, Effects, HoldScope, InvariantBroken, Ledger, scope_of
 
@@ -108,6 +109,8 @@ class Recorder:
                     self.status[outcome.recipient_id] = "failed"
                 case Released():
                     self.status[outcome.recipient_id] = "pending"
+                case Withheld():
+                    self.status[outcome.recipient_id] = "held"
 
 
 class LedgerHistories(RuleBasedStateMachine):
@@ -186,6 +189,14 @@ class LedgerHistories(RuleBasedStateMachine):
     def hold(self, topic: str) -> None:
         self.ask(HoldTopic(len(self.holds) + 1, "ingest", topic, Status.CANCELLED))
 
+    @precondition(lambda self: self.ledger.admitted)
+    @rule(data=st.data())
+    def hold_a_call_at_ses(self, data: st.DataObject) -> None:
+        """The race that keeps rows: a cancel or pause of a topic whose call may be at SES."""
+        rid = data.draw(st.sampled_from(sorted(self.ledger.admitted)))
+        how = data.draw(st.sampled_from((Status.CANCELLED, Status.PAUSED)))
+        self.ask(HoldTopic(len(self.holds) + 1, "ingest", self.ledger.calling[rid].topic_id, how))
+
     @rule(address=st.integers(0, ADDRESSES - 1), list_id=st.sampled_from(("news", None)))
     def unsubscribe(self, address: int, list_id: str | None) -> None:
         self.ask(HoldAddress(len(self.holds) + 1, "ingest", 0, f"U{address}@example.com", list_id))
@@ -216,9 +227,10 @@ class LedgerHistories(RuleBasedStateMachine):
         for started in self.ledger.start_batch(self.now, most):
             rid = started.recipient_id
             for hold in self.holds:
-                if not hold.scope.covers(started) or rid in hold.keep:
-                    continue  # kept rows may be at SES already: their outcome decides (and a retry is theirs)
-                # Dispatched after a hold that did not keep it: only work claimed after the recorder's cut.
+                if not hold.scope.covers(started):
+                    continue
+                # Dispatched after a hold: only work claimed after the recorder's cut. A kept row
+                # (its call may have been at SES) is never sent again: not sent, it is Withheld.
                 assert hold.answered and hold.point is not None and self.claim_seq[rid] > hold.point, rid
 
     def call(self, data: st.DataObject) -> int:
@@ -424,6 +436,45 @@ def test_a_withdrawn_call_that_is_throttled_is_not_retried() -> None:
     ledger.hold(HoldTopic(1, "ingest", "a", "cancelled"))
     assert ledger.retry_at(1, 5.0).freed == 1
     assert ledger.work_delay_s(10.0) is None and ledger.taken == 0 and ledger.slots_used == 0
+
+
+@pytest.mark.parametrize("not_sent", ["throttled", "transient", "admitted again"])
+def test_a_kept_call_that_ses_did_not_send_is_withheld_not_sent_later(not_sent: str) -> None:
+    # Given a call already admitted (perhaps at SES) when its topic is paused: the hold keeps its row
+    ledger = Ledger(2, debug=True)
+    ledger.deliver([recipient(1)], 1)
+    ledger.start_call(0.0)
+    assert ledger.admit(1)
+    rows = ledger.hold(HoldTopic(1, "ingest", "a", "paused")).hold_rows
+    assert rows is not None and rows.keep == (1,)
+    # When SES says it did not send it (or, in a bulk call that failed, it is about to go again alone)
+    if not_sent == "throttled":
+        effects = ledger.retry_at(1, 5.0)
+    elif not_sent == "transient":
+        effects = ledger.requeue(1)
+    else:
+        assert ledger.admit_call((1,)) == [1], "a second call of a kept recipient is stopped at admission"
+        effects = ledger.withdraw(1)
+    # Then it is never sent later: it goes to the recorder as paused, and its slot is free at once
+    assert effects.freed == 1 and effects.flush
+    assert not ledger.queued and not ledger.retrying and ledger.work_delay_s(10.0) is None
+    batch = ledger.next_batch(0.0)
+    assert batch is not None and batch.outcomes == (Withheld(1, "paused"),)
+    assert ledger.slots_used == 0
+    assert ledger.ack(batch.corr_id).freed == 0 and ledger.taken == 0
+
+
+def test_a_kept_call_that_ses_sent_or_refused_keeps_that_outcome() -> None:
+    ledger = Ledger(2, debug=True)
+    ledger.deliver([recipient(1), recipient(2)], 1)
+    ledger.start_batch(0.0, 2)
+    assert ledger.admit_call((1, 2)) == []
+    ledger.hold(HoldTopic(1, "ingest", "a", "cancelled"))
+    ledger.record(Sent(1, "m1", 0))
+    ledger.record(SendFailed(2, "MessageRejected", "no", 0))
+    assert not ledger.kept_held
+    batch = ledger.next_batch(0.0)
+    assert batch is not None and [type(o) for o in batch.outcomes] == [Sent, SendFailed]
 
 
 def test_released_outcomes_hold_no_slot_and_drain_releases_parked_work() -> None:

@@ -393,6 +393,25 @@ class EventsRecorded(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class RecordEventsTogether(Message):
+    """SNS notifications that reached ingest together: one message and one commit for all,
+    each applied in its own savepoint as if it came alone (ingest waits for the commit
+    before answering any of them). Each item's corr_id is the batch's own numbering."""
+
+    corr_id: int
+    reply_to: str
+    items: tuple[RecordEvents, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EventsRecordedTogether(Message):
+    """One answer per item, in order: EventsRecorded, or Refused for an item that failed alone."""
+
+    corr_id: int
+    answers: tuple[Message, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class RecordOpens(Message):
     """Pixel hits that arrived together: (raw query string, at_ms) each, signatures unchecked;
     and clicks of signed links: (recipient_id, link_index, at_ms) each."""

@@ -22,6 +22,7 @@ from config.settings import SesSettings
 from pipeline.mail import OutgoingMail, to_mime
 from pipeline.ses_bulk import MAX_ENTRIES, BulkEntry, EntryOutcome, bulk_request, map_results
 from pipeline.unsubscribe import MIME_POLICY
+from pipeline.wire_stamp import StampedHttpSession
 
 CONNECT_TIMEOUT_S = 5
 READ_TIMEOUT_S = 30
@@ -223,6 +224,8 @@ async def open_backend(settings: SesSettings, max_in_flight: int) -> AsyncIterat
             parameter_validation=False,
             connect_timeout=CONNECT_TIMEOUT_S,
             read_timeout=READ_TIMEOUT_S,
+            # The rate limiter's window starts when a request is written (pipeline/wire_stamp.py).
+            http_session_cls=StampedHttpSession,
         ),
     }
     async with session.create_client("sesv2", **client_args) as client:

@@ -12,11 +12,13 @@ from pipeline.channels import PendingReplies
 from pipeline.db.schema import TRACKING_KEY, read_only_uri
 from pipeline.messages import Message
 from pipeline.runtime import StageContext
-from stages.ingest.keys import CTX, DB, HTTP, LIMITER, LINK_KEY, OPENS, REPLIES, SNS_KEYS
+from stages.ingest.event_batches import EventBatcher
+from stages.ingest.keys import CTX, DB, EVENTS, HTTP, LIMITER, LINK_KEY, OPENS, REPLIES, SNS_KEYS
 from stages.ingest.opens import OpenBatcher
 from stages.ingest.ratelimit import make_limiter
 from stages.ingest.routes import setup_routes
 from stages.ingest.sns import SigningKeys
+from stages.ingest.talk import ASK_TIMEOUT_S
 
 PIXEL_RECORD_TIMEOUT_S = 2.0
 OPENS_DRAIN_S = 1.0
@@ -33,6 +35,7 @@ def make_app(ctx: StageContext, replies: PendingReplies[Message]) -> web.Applica
     app[OPENS] = OpenBatcher(
         lambda build: replies.ask(ctx.outboxes["recorder"], build, PIXEL_RECORD_TIMEOUT_S), ctx.log
     )
+    app[EVENTS] = EventBatcher(lambda build: replies.ask(ctx.outboxes["recorder"], build, ASK_TIMEOUT_S))
     app.on_cleanup.append(drain_opens)
     app.cleanup_ctx.append(open_database)
     app.cleanup_ctx.append(open_http_client)

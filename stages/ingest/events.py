@@ -15,11 +15,12 @@ import aiohttp
 from aiohttp import web
 
 from pipeline import ses_events
+from pipeline.channels import ChannelFull
 from pipeline.clock import now_ms
-from pipeline.messages import EventsRecorded, GetQuota, QuotaReport, RecordEvents
+from pipeline.messages import EventsRecorded, GetQuota, QuotaReport, Refused
 from stages.ingest.bodies import read_capped
-from stages.ingest.errors import ApiError
-from stages.ingest.keys import CTX, DB, HTTP, OPENS, SNS_KEYS
+from stages.ingest.errors import ApiError, refused, unavailable
+from stages.ingest.keys import CTX, DB, EVENTS, HTTP, OPENS, SNS_KEYS
 from stages.ingest.params import HOURS, whole_number
 from stages.ingest.sns import check_subscribe_url, parse_envelope, verify
 from stages.ingest.talk import ask
@@ -64,9 +65,12 @@ async def sns_results(request: web.Request) -> web.Response:
     if events is None:
         ctx.log.info("SNS notification %s is not an SES event; ignored", sns_id)
         return web.json_response({"status": "ignored"})
-    reply = await ask(
-        request, "recorder", lambda corr_id: RecordEvents(corr_id, "ingest", sns_id, message, tuple(events))
-    )
+    try:
+        reply = await request.app[EVENTS].record(sns_id, message, tuple(events))
+    except (TimeoutError, ChannelFull):
+        raise unavailable("the recorder did not confirm in time; retry") from None
+    if isinstance(reply, Refused):
+        raise refused(reply)
     assert isinstance(reply, EventsRecorded)
     return web.json_response({"status": "recorded", "recorded": reply.recorded, "matched": reply.matched})
 

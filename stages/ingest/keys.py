@@ -13,6 +13,7 @@ from aiohttp import web
 from pipeline.channels import PendingReplies
 from pipeline.messages import Message
 from pipeline.runtime import StageContext
+from stages.ingest.event_batches import EventBatcher
 from stages.ingest.opens import OpenBatcher
 from stages.ingest.ratelimit import ClientLimiter
 from stages.ingest.sns import SigningKeys
@@ -23,6 +24,7 @@ DB = web.AppKey("db", aiosqlite.Connection)
 SNS_KEYS = web.AppKey("sns_keys", SigningKeys)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 OPENS = web.AppKey("opens", OpenBatcher)
+EVENTS = web.AppKey("events", EventBatcher)
 LIMITER: web.AppKey[ClientLimiter | None] = web.AppKey("limiter")
 # The installation key, for reading unsubscribe links (the recorder checks the pixel's).
 LINK_KEY = web.AppKey("link_key", bytes)

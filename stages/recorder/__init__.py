@@ -14,6 +14,7 @@ import logging
 import sqlite3
 import time
 from collections import Counter
+from dataclasses import replace
 
 from config.settings import GuardSettings
 from pipeline import metrics
@@ -26,6 +27,7 @@ from pipeline.messages import (
     ChangeSuppression,
     ClaimDue,
     EndOfStream,
+    EventsRecordedTogether,
     GetGuard,
     HoldAddressRows,
     HoldTopicRows,
@@ -33,6 +35,7 @@ from pipeline.messages import (
     Ping,
     Pong,
     RecordEvents,
+    RecordEventsTogether,
     RecordOpens,
     RecordOutcomes,
     Refusal,
@@ -188,7 +191,11 @@ def apply_batch(writer: Writer, log: logging.Logger, batch: list[Message], count
         conn.execute("BEGIN IMMEDIATE")
         writer.purge_if_due(now)
         for message in work:
-            replies.extend(apply_one(writer, log, message, now))
+            match message:
+                case RecordEventsTogether():
+                    replies.extend(apply_each(writer, log, message, now))
+                case _:
+                    replies.extend(apply_one(writer, log, message, now))
             counts[describe(message)] += 1
         conn.execute("COMMIT")
     except sqlite3.Error as problem:
@@ -220,6 +227,22 @@ def apply_one(writer: Writer, log: logging.Logger, message: Message, now: int) -
     conn.execute("RELEASE one")
     metrics.TALLY.release_mark()
     return replies
+
+
+def apply_each(writer: Writer, log: logging.Logger, together: RecordEventsTogether, now: int) -> list[Reply]:
+    """Notifications ingest handed over together: each in its own savepoint, exactly as if it
+    had come alone (one that fails is rolled back alone), and one answer holding each's."""
+    answers: dict[int, Message] = {}
+    others: list[Reply] = []
+    for item in together.items:
+        for reply_to, reply in apply_one(writer, log, item, now):
+            if reply_to == item.reply_to and getattr(reply, "corr_id", None) == item.corr_id:
+                answers[item.corr_id] = reply
+            else:
+                others.append((reply_to, reply))  # the guard's word to the sender
+    missing = Refused(0, Refusal.UNPROCESSABLE, "this notification could not be applied and was not stored")
+    in_order = tuple(answers.get(item.corr_id, replace(missing, corr_id=item.corr_id)) for item in together.items)
+    return [(together.reply_to, EventsRecordedTogether(together.corr_id, in_order)), *others]
 
 
 def refusal_for(message: Message, problem: Exception) -> Reply | None:

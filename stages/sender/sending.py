@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -51,6 +52,7 @@ from pipeline.runtime import StageContext
 from pipeline.ses import CURRENT_CALL, BulkUnsupported, MailBackend, SendWithdrawn
 from pipeline.ses_bulk import BulkEntry, EntrySent, partition
 from pipeline.ses_errors import Classified, Verdict, classify
+from pipeline.wire_stamp import WIRE_STAMP
 from stages.sender.contents import ContentCache
 from stages.sender.ledger import OUTCOME_BATCH, Effects, Ledger
 
@@ -163,9 +165,10 @@ class Sender:
         """The wire-level check, run right before a request leaves: the rolling-window cap for
         every recipient in the call, then whether any of them was held while it waited."""
         call = CURRENT_CALL.get(())
-        await self.limiter.admit(max(1, len(call)))
+        sent = await self.limiter.admit(max(1, len(call)))
         if call and (held := self.ledger.admit_call(call)):
             raise SendWithdrawn(held)
+        WIRE_STAMP.set(functools.partial(self.limiter.restamp, sent))
 
     # --- dispatching -----------------------------------------------------------------------
 

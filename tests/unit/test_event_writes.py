@@ -21,8 +21,10 @@ from pipeline.messages import (
     CampaignFacts,
     ClaimDue,
     EventsRecorded,
+    EventsRecordedTogether,
     NewMessage,
     RecordEvents,
+    RecordEventsTogether,
     RecordOutcomes,
     Refused,
     Sent,
@@ -122,6 +124,28 @@ def test_a_request_that_raises_anything_rolls_back_alone(conn: sqlite3.Connectio
     assert isinstance(replies[6], EventsRecorded) and replies[6].matched == 1
     assert conn.execute("SELECT sns_message_id FROM events").fetchall() == [("sns-g",)]
     assert conn.execute("SELECT COUNT(*) FROM sns_messages").fetchone() == (1,)
+
+
+def test_notifications_handed_over_together_are_each_applied_as_if_alone(conn: sqlite3.Connection) -> None:
+    # Given three notifications in one message: one fails, one repeats an SNS message id
+    (rid,) = claimed(conn, ("a@x.io",))
+    good = RecordEvents(1, "ingest", "sns-g", "{}", (event("sns-g", "delivery", "a@x.io", recipient_id=rid),))
+    overflow = RecordEvents(2, "ingest", "sns-o", "{}", (event("sns-o", "bounce", "a@x.io", recipient_id=2**64),))
+    again = RecordEvents(3, "ingest", "sns-g", "{}", (event("sns-g", "delivery", "a@x.io", recipient_id=rid),))
+    together = RecordEventsTogether(7, "ingest", (good, overflow, again))
+
+    ((reply_to, reply),) = apply_batch(Writer(conn), LOG, [together], Counter())
+
+    # Then one answer holds each one's own, in order; the failed one is rolled back alone,
+    # and the repeat is kept once, as SNS's retry of a notification would be
+    assert reply_to == "ingest" and isinstance(reply, EventsRecordedTogether) and reply.corr_id == 7
+    first, second, third = reply.answers
+    assert isinstance(first, EventsRecorded) and (first.corr_id, first.recorded, first.matched) == (1, 1, 1)
+    assert isinstance(second, Refused) and second.corr_id == 2 and http_status(second) == 422
+    assert isinstance(third, EventsRecorded) and third.corr_id == 3
+    assert conn.execute("SELECT sns_message_id FROM events").fetchall() == [("sns-g",)]
+    assert suppressed(conn) == set()
+    assert counters(conn).get("delivered") == 1
 
 
 def test_expired_idempotency_keys_are_purged_while_running(conn: sqlite3.Connection) -> None:

@@ -111,6 +111,26 @@ async def test_admit_waits_for_room_in_the_window_and_logs_the_send_when_it_leav
     assert fake_time.waits == pytest.approx([WINDOW_S - 0.5, WINDOW_S])
 
 
+async def test_a_send_restamped_when_it_was_written_holds_its_room_from_then(fake_time: FakeTime) -> None:
+    limiter = RateLimiter(1, clock=fake_time.clock)
+    sent = await limiter.admit()  # admitted at 100.0...
+    fake_time.now += 0.2
+    limiter.restamp(sent)  # ...and its bytes left at 100.2 (it waited for a connection)
+    # The window it holds ends a full window after it was written, not after it was admitted
+    assert limiter.window_delay_s(100.0 + WINDOW_S, 1) == pytest.approx(0.2)
+    assert limiter.window_delay_s(100.2 + WINDOW_S, 1) == 0.0
+
+
+def test_a_restamp_never_moves_a_send_earlier() -> None:
+    now = [5.0]
+    limiter = RateLimiter(1, clock=lambda: now[0])
+    limiter.take(5.0)
+    entry = limiter._sent[0]
+    now[0] = 4.0
+    limiter.restamp(entry)
+    assert entry.at == 5.0
+
+
 def test_after_an_idle_spell_the_next_send_waits_a_full_interval() -> None:
     # No saved-up burst: at 100/s the allowance is one send, and it does not survive idleness.
     limiter = RateLimiter(100)

@@ -54,6 +54,14 @@ SAMPLES: list[Message] = [
         1, "ingest", "sns-1", "{}", (messages.SesEvent("sns-1", "bounce", "Permanent/General", "a@x.io", "m", 4, 5),)
     ),
     messages.EventsRecorded(1, 1, 1),
+    messages.RecordEventsTogether(
+        1,
+        "ingest",
+        (messages.RecordEvents(1, "ingest", "sns-1", "{}", ()), messages.RecordEvents(2, "ingest", "s", "", ())),
+    ),
+    messages.EventsRecordedTogether(
+        1, (messages.EventsRecorded(1, 1, 1), messages.Refused(2, messages.Refusal.UNPROCESSABLE, "no"))
+    ),
     messages.RecordOpens(1, "ingest", (("request_id=4&sig=ab", 5), ("x", 7))),
     messages.OpensRecorded(1, 2),
     messages.ChangeSuppression(1, "ingest", "a@x.io", "manual"),

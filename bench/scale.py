@@ -2,13 +2,18 @@
 while due work is being sent against the fake SES at a high limit, and the scheduler's
 lateness (arrival at SES minus due time, p50/p99) under that load.
 
-    python -m bench.scale [--scheduled 1000000]
+    python -m bench.scale [--scheduled 1000000] [--busy]
+
+--busy keeps the recorder busy while the due work is sent: campaigns of 10,000 more
+recipients (due in 2035) are posted back to back until the due sends are done, so a
+claim made at the due time waits behind their commits.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import threading
 import time
 from pathlib import Path
 
@@ -38,10 +43,26 @@ def show(label: str, sizes: dict[str, float]) -> None:
     print(f"  {label:34s} total {sum(sizes.values()):6.0f} MB  ({parts})")
 
 
+busy_posted = [0]
+
+
+def keep_posting(tree: Tree, done: threading.Event) -> None:
+    """Campaigns of BATCH recipients due in 2035, back to back, until `done`."""
+    round_no = 0
+    while not done.is_set():
+        emails = [f"busy{round_no}-{i}@example.com" for i in range(BATCH)]
+        body = campaign(emails, topic_id=f"busy{round_no % 10}", scheduled_at="2035-01-01T00:00:00Z")
+        assert tree.post("/v1/messages", body)[0] == 200
+        busy_posted[0] += BATCH
+        round_no += 1
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--scheduled", type=int, default=1_000_000)
-    scheduled = parser.parse_args().scheduled
+    parser.add_argument("--busy", action="store_true", help="post 10,000-recipient campaigns while due work is sent")
+    arguments = parser.parse_args()
+    scheduled = arguments.scheduled
     with fake_ses_process() as url, running_tree({**ses_env(url, RATE), "SCHEDULE_HORIZON_DAYS": "3650"}) as tree:
         print(f"scale ({machine()}):")
         show("idle", rss_mb(tree))
@@ -58,6 +79,10 @@ def main() -> None:
             due = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(first_due + second))
             emails = [f"due{second}-{i}@example.com" for i in range(PER_SECOND)]
             assert tree.post("/v1/messages", campaign(emails, topic_id=f"due{second}", scheduled_at=due))[0] == 200
+        done = threading.Event()
+        busy = threading.Thread(target=keep_posting, args=(tree, done), daemon=True)
+        if arguments.busy:
+            busy.start()
         peak: dict[str, float] = {}
         while tree.statuses().get("sent", 0) < PER_SECOND * SECONDS:
             for name, mb in rss_mb(tree).items():
@@ -65,6 +90,10 @@ def main() -> None:
             time.sleep(0.5)
         show("peak while sending due work", peak)
         wait_sent(tree, PER_SECOND * SECONDS, 120)
+        done.set()
+        if arguments.busy:
+            busy.join()
+            print(f"  while {busy_posted[0]:,} more recipients were posted in campaigns of {BATCH:,} (--busy)")
         times = arrivals(url)
     # Recipients due at second k arrive in order; lateness = arrival - due for each.
     lateness = []

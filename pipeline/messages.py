@@ -166,12 +166,14 @@ class Demand(Message):
 
 @dataclass(frozen=True, slots=True)
 class ClaimDue(Message):
-    """Mark up to `limit` due recipients as sending and return them, oldest due first."""
+    """Mark up to `limit` recipients due by `due_by_ms` as sending and return them, oldest
+    due first. The scheduler claims a little ahead of the clock (CLAIM_AHEAD_MS); the
+    sender holds what is not due yet until it is."""
 
     corr_id: int
     reply_to: str
     limit: int
-    now_ms: int
+    due_by_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +188,8 @@ class Recipient(Message):
     list_id: str | None = None
     # Its template data (JSON), when its message is a template.
     data: str | None = None
+    # When it is due (ms since the epoch; 0: now). Claimed ahead, it waits in the sender until then.
+    due_at_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)

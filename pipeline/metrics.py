@@ -105,7 +105,7 @@ COMMIT_LATENCY = Histogram(
 )
 LATENESS = Histogram(
     "scheduler_lateness_seconds",
-    "How late due work was handed to the sender, after the earliest due time the scheduler waited for",
+    "How late due work left for SES: each call's start, after the due time of its earliest recipient",
     namespace=NAMESPACE,
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0),
 )

@@ -36,18 +36,18 @@ class ClaimState:
 def claim_due(conn: sqlite3.Connection, request: ClaimDue, state: ClaimState) -> Claimed:
     """Mark up to `limit` due rows as sending, shared fairly between topics."""
     state.seq += 1
-    topics = due_topics(conn, request.now_ms, state.after_topic)
+    topics = due_topics(conn, request.due_by_ms, state.after_topic)
     taken: dict[str, list[Recipient]] = {topic: [] for topic in topics}
     remaining = request.limit
     first_share = share(request.limit, topics)
     for topic in topics:
-        taken[topic] = claim_topic(conn, topic, request.now_ms, min(first_share, remaining))
+        taken[topic] = claim_topic(conn, topic, request.due_by_ms, min(first_share, remaining))
         remaining -= len(taken[topic])
     # What small topics left over goes to those that filled their share (they may have more).
     filled = [t for t in topics if len(taken[t]) == first_share]
     if remaining > 0 and filled:
         for topic in filled:
-            more = claim_topic(conn, topic, request.now_ms, min(share(remaining, filled), remaining))
+            more = claim_topic(conn, topic, request.due_by_ms, min(share(remaining, filled), remaining))
             taken[topic].extend(more)
             remaining -= len(more)
     if topics:
@@ -60,7 +60,7 @@ def share(limit: int, topics: list[str]) -> int:
     return math.ceil(limit / len(topics)) if topics else 0
 
 
-def due_topics(conn: sqlite3.Connection, now_ms: int, after: str | None) -> list[str]:
+def due_topics(conn: sqlite3.Connection, due_by_ms: int, after: str | None) -> list[str]:
     """Up to MAX_TOPICS_PER_CLAIM topics with due work, in turn after `after`."""
     found: list[str] = []
     for visited, topic in enumerate(pending_topics_from(conn, after)):
@@ -69,7 +69,7 @@ def due_topics(conn: sqlite3.Connection, now_ms: int, after: str | None) -> list
         earliest = conn.execute(
             f"SELECT MIN(due_at_ms) FROM recipients WHERE status = '{Status.PENDING}' AND topic_id = ?", (topic,)
         ).fetchone()[0]
-        if earliest is not None and earliest <= now_ms:
+        if earliest is not None and earliest <= due_by_ms:
             found.append(topic)
     return found
 
@@ -101,7 +101,7 @@ def next_pending_topic(conn: sqlite3.Connection, after: str | None) -> str | Non
     return None if row is None else row[0]
 
 
-def claim_topic(conn: sqlite3.Connection, topic: str, now_ms: int, limit: int) -> list[Recipient]:
+def claim_topic(conn: sqlite3.Connection, topic: str, due_by_ms: int, limit: int) -> list[Recipient]:
     if limit <= 0:
         return []
     rows = conn.execute(
@@ -109,7 +109,7 @@ def claim_topic(conn: sqlite3.Connection, topic: str, now_ms: int, limit: int) -
         f" SELECT id FROM recipients WHERE status = '{Status.PENDING}' AND topic_id = ? AND due_at_ms <= ?"
         " ORDER BY due_at_ms, id LIMIT ?)"
         " RETURNING id, email, topic_id, content_id, due_at_ms, data",
-        (topic, now_ms, limit),
+        (topic, due_by_ms, limit),
     ).fetchall()
     rows.sort(key=lambda row: (row[4], row[0]))
     # An address suppressed after it was stored (a bounce, a complaint, an unsubscribe) is never sent.
@@ -118,7 +118,7 @@ def claim_topic(conn: sqlite3.Connection, topic: str, now_ms: int, limit: int) -
         conn.executemany(f"UPDATE recipients SET status = '{Status.SUPPRESSED}' WHERE id = ?", ((i,) for i in blocked))
         rows = [row for row in rows if row[0] not in blocked]
     lists = content_lists(conn, {row[3] for row in rows})
-    return [Recipient(row[0], row[1], row[2], row[3], lists.get(row[3]), row[5]) for row in rows]
+    return [Recipient(row[0], row[1], row[2], row[3], lists.get(row[3]), row[5], row[4]) for row in rows]
 
 
 def content_lists(conn: sqlite3.Connection, content_ids: set[int]) -> dict[int, str]:

@@ -3,11 +3,12 @@
 Every recipient the sender has taken from the scheduler is in exactly one state:
 
     delivered --> queued <-------------------- transient (front of the queue)
+        |  early ---^ (claimed ahead of its due time: queued when due)
         |           |                                   |
         |           +--> in a call --+--> outcome pending flush --> unacked --> acked: gone
         |        retry-waiting <-----+ throttled       (a slot each, until the ack)
         +--> parked (a hold covering it is unanswered) --> queued, or dropped (claimed before the cut)
-    hold: queued, retry-waiting and not-yet-admitted calls it covers leave (the recorder holds them)
+    hold: early, queued, retry-waiting and not-yet-admitted calls it covers leave (the recorder holds them)
 
 A hold covers a topic (cancel, pause) or one address in one list or in all mail (an
 unsubscribe); both take the same path, so an unsubscribe wins the same races as a cancel.
@@ -68,6 +69,15 @@ class HoldScope:
         return recipient.email.lower() == self.email and self.list_id in (None, recipient.list_id)
 
 
+def without(heap: list[tuple[float, int, Recipient]], scope: HoldScope) -> list[tuple[float, int, Recipient]]:
+    """The heap less what `scope` covers (the same list when it covers nothing)."""
+    if not any(scope.covers(entry[2]) for entry in heap):
+        return heap
+    kept = [entry for entry in heap if not scope.covers(entry[2])]
+    heapq.heapify(kept)
+    return kept
+
+
 def scope_of(message: HoldTopic | HoldAddress | TopicHeld | AddressHeld) -> HoldScope:
     if isinstance(message, HoldTopic | TopicHeld):
         return HoldScope(topic_id=message.topic_id)
@@ -115,9 +125,11 @@ class Ledger:
     debug: bool = False
     queued: deque[Recipient] = field(default_factory=deque)
     retrying: list[tuple[float, int, Recipient]] = field(default_factory=list)
+    # Claimed ahead of their due time: (when they are due on the shell's clock, seq, recipient).
+    early: list[tuple[float, int, Recipient]] = field(default_factory=list)
     # Holds (cancel, pause, unsubscribe) until the recorder confirms: arrivals they cover wait
-    # here, with their claim_seq.
-    parked: dict[HoldScope, list[tuple[int, Recipient]]] = field(default_factory=dict)
+    # here, with their claim_seq and when they are due (0: already).
+    parked: dict[HoldScope, list[tuple[int, Recipient, float]]] = field(default_factory=dict)
     # Work a hold covers that was claimed before this claim_seq: dropped on arrival. Claims
     # arrive in order, so a cut is forgotten once work claimed at or after it arrives.
     cut_seq: dict[HoldScope, int] = field(default_factory=dict)
@@ -154,8 +166,12 @@ class Ledger:
 
     # --- work arriving and holds ---------------------------------------------------------
 
-    def deliver(self, recipients: Iterable[Recipient], claim_seq: int, release: bool = False) -> Effects:
-        """Take delivered work; `release` (stopping) hands it straight back as Released."""
+    def deliver(
+        self, recipients: Iterable[Recipient], claim_seq: int, release: bool = False, now: float = 0.0, now_ms: int = 0
+    ) -> Effects:
+        """Take delivered work; `release` (stopping) hands it straight back as Released.
+        A recipient due after `now_ms` (the wall clock) waits until then, on the shell's clock
+        (`now`): it is never started before it is due."""
         count = 0
         cuts = [scope for scope, cut in self.cut_seq.items() if claim_seq < cut]
         for recipient in recipients:
@@ -164,13 +180,14 @@ class Ledger:
                 continue  # claimed before its hold: the recorder already moved it
             self.taken += 1
             holder = next((scope for scope in self.parked if scope.covers(recipient)), None)
+            due = now + (recipient.due_at_ms - now_ms) / 1000 if recipient.due_at_ms > now_ms else 0.0
             if release:
                 self.pending.append(Released(recipient.recipient_id))
             elif holder is not None:
-                self.parked[holder].append((claim_seq, recipient))
+                self.parked[holder].append((claim_seq, recipient, due))
                 self.parked_count += 1
             else:
-                self.queued.append(recipient)
+                self.enqueue(recipient, due)
         for scope in [scope for scope, cut in self.cut_seq.items() if cut <= claim_seq]:
             del self.cut_seq[scope]  # nothing claimed before it can arrive any more
         self.promised = max(0, self.promised - count)
@@ -211,32 +228,38 @@ class Ledger:
         self.check()
         return Effects(hold_rows=rows, demand=self.demand())
 
+    def enqueue(self, recipient: Recipient, due: float) -> None:
+        """In line now, or, claimed ahead of its due time (`due` on the shell's clock), when due."""
+        if due:
+            heapq.heappush(self.early, (due, next(self._seq), recipient))
+        else:
+            self.queued.append(recipient)
+
     def take(self, scope: HoldScope) -> int:
-        """Remove what `scope` covers from the queue and the retry heap; return how many."""
-        before = len(self.queued) + len(self.retrying)
+        """Remove what `scope` covers from the queue and the two heaps; return how many."""
+        before = len(self.queued) + len(self.retrying) + len(self.early)
         if any(scope.covers(r) for r in self.queued):
             self.queued = deque(r for r in self.queued if not scope.covers(r))
-        if any(scope.covers(entry[2]) for entry in self.retrying):
-            self.retrying = [entry for entry in self.retrying if not scope.covers(entry[2])]
-            heapq.heapify(self.retrying)
-        return before - len(self.queued) - len(self.retrying)
+        self.retrying = without(self.retrying, scope)
+        self.early = without(self.early, scope)
+        return before - len(self.queued) - len(self.retrying) - len(self.early)
 
     def hold_answered(self, answer: TopicHeld | AddressHeld) -> Effects:
         """The recorder held the rows at `claim_seq`: parked work claimed before that is dropped."""
         scope = scope_of(answer)
         self.cut_seq[scope] = max(self.cut_seq.get(scope, 0), answer.claim_seq + 1)
         parked = self.parked.pop(scope, [])
-        fresh = [(seq, r) for seq, r in parked if seq > answer.claim_seq]
+        fresh = [(seq, r, due) for seq, r, due in parked if seq > answer.claim_seq]
         self.parked_count -= len(parked) - len(fresh)
         self.taken -= len(parked) - len(fresh)
-        for seq, recipient in fresh:
+        for seq, recipient, due in fresh:
             # Another hold still unanswered may cover it too (a topic and an address): it waits for that one.
             holder = next((other for other in self.parked if other.covers(recipient)), None)
             if holder is None:
-                self.queued.append(recipient)
+                self.enqueue(recipient, due)
                 self.parked_count -= 1
             else:
-                self.parked[holder].append((seq, recipient))
+                self.parked[holder].append((seq, recipient, due))
         self.check()
         return Effects(demand=self.demand(), work=True)
 
@@ -246,12 +269,11 @@ class Ledger:
         return self.slots_used < self.in_flight_limit
 
     def work_delay_s(self, now: float) -> float | None:
-        """0 when a recipient is due now, else how long until a retry is due (None: nothing)."""
+        """0 when a recipient is due now, else how long until a retry or early work is due (None: nothing)."""
         if self.queued:
             return 0.0
-        if self.retrying:
-            return max(0.0, self.retrying[0][0] - now)
-        return None
+        waits = [heap[0][0] for heap in (self.retrying, self.early) if heap]
+        return max(0.0, min(waits) - now) if waits else None
 
     def free_slots(self) -> int:
         return self.in_flight_limit - self.slots_used
@@ -269,6 +291,8 @@ class Ledger:
         """
         if not 1 <= most <= self.free_slots():
             raise InvariantBroken(f"a call of {most} was started with {self.free_slots()} free slots")
+        while self.early and self.early[0][0] <= now:  # due now: in line behind what was due before
+            self.queued.append(heapq.heappop(self.early)[2])
         batch: list[Recipient] = []
         while len(batch) < most and self.retrying and self.retrying[0][0] <= now:
             batch.append(heapq.heappop(self.retrying)[2])
@@ -409,10 +433,11 @@ class Ledger:
 
     def release_unsent(self) -> Effects:
         """At drain: everything not in a call goes back to pending (parked work too)."""
-        unsent = [*self.queued, *(entry[2] for entry in self.retrying)]
-        unsent += [r for parked in self.parked.values() for _, r in parked]
+        unsent = [*self.queued, *(entry[2] for entry in (*self.retrying, *self.early))]
+        unsent += [r for parked in self.parked.values() for _, r, _ in parked]
         self.queued.clear()
         self.retrying.clear()
+        self.early.clear()
         self.parked.clear()
         self.parked_count = 0
         self.pending.extend(Released(r.recipient_id) for r in unsent)
@@ -437,6 +462,7 @@ class Ledger:
         states = (
             len(self.queued)
             + len(self.retrying)
+            + len(self.early)
             + self.parked_count
             + len(self.calling)
             + len(self.pending)
@@ -454,8 +480,8 @@ class Ledger:
     def check_all(self) -> None:
         """O(n): recount every derived number and see each recipient in exactly one state."""
         ids = [r.recipient_id for r in self.queued]
-        ids += [entry[2].recipient_id for entry in self.retrying]
-        ids += [r.recipient_id for parked in self.parked.values() for _, r in parked]
+        ids += [entry[2].recipient_id for entry in (*self.retrying, *self.early)]
+        ids += [r.recipient_id for parked in self.parked.values() for _, r, _ in parked]
         ids += list(self.calling)
         ids += [o.recipient_id for o in self.pending]
         ids += [o.recipient_id for entry in self.unacked.values() for o in entry.outcomes]

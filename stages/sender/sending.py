@@ -141,7 +141,8 @@ class Sender:
 
     def on_deliver(self, recipients: tuple[Recipient, ...], claim_seq: int) -> None:
         # Work arriving while stopping goes straight back to pending.
-        self.apply(self.ledger.deliver(recipients, claim_seq, release=self.ctx.stopping.is_set()))
+        stopping = self.ctx.stopping.is_set()
+        self.apply(self.ledger.deliver(recipients, claim_seq, stopping, now=time.monotonic(), now_ms=now_ms()))
 
     def apply(self, effects: Effects) -> None:
         """Carry out what the ledger decided: messages out, and wake whoever waits."""
@@ -190,6 +191,8 @@ class Sender:
             if not batch:
                 continue
             self.limiter.take_pace(self.limiter.clock(), len(batch))
+            if due := min(r.due_at_ms for r in batch):  # 0: due on arrival (a test's, or a retry's)
+                metrics.LATENESS.observe(max(0, now_ms() - due) / 1000)
             task = asyncio.create_task(self.send_call(batch))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)

@@ -79,6 +79,26 @@ def test_cancelling_a_scheduled_topic_sends_nothing(make_tree: Callable[..., Tre
     assert (status, answer) == (200, {"status": "ok", "topic_id": "never-posted", "cancelled": 0})
 
 
+def test_a_cancel_wins_over_work_claimed_ahead_of_its_time(make_tree: Callable[..., Tree], fake_ses: FakeSes) -> None:
+    """Work is claimed a moment before it is due and waits in the sender: a cancel then still
+    takes all of it, and nothing reaches SES."""
+    tree = make_tree(ses_env(fake_ses.url, MAX_SEND_PER_SECOND="50"))
+    due = int(time.time()) + 4
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(due))
+    emails = [f"u{i}@example.com" for i in range(30)]
+    assert tree.post("/v1/messages", campaign(emails, topic_id="ahead", scheduled_at=when))[0] == 200
+    wait_until(lambda: len(ids_by_status(tree, "ahead", "sending")) == 30, 10, "the claim ahead of the due time")
+    assert time.time() < due, "claimed ahead, not at its time"
+    status, answer, _ = http("DELETE", f"{tree.base}/v1/topics/ahead")
+    assert (status, answer) == (200, {"status": "ok", "topic_id": "ahead", "cancelled": 30})
+    after = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(due + 1))
+    marker = campaign(["marker@example.com"], topic_id="marker", scheduled_at=after)
+    assert tree.post("/v1/messages", marker)[0] == 200
+    wait_until(lambda: seen(fake_ses, "marker"), 15, "the marker, due after the cancelled time")
+    assert seen(fake_ses, "ahead") == []
+    assert len(ids_by_status(tree, "ahead", "cancelled")) == 30
+
+
 def test_cancelling_mid_send_stops_everything_not_yet_at_ses_and_counts_exactly(
     make_tree: Callable[..., Tree], fake_ses: FakeSes
 ) -> None:

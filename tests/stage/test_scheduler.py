@@ -10,7 +10,7 @@ from __future__ import annotations
 from pipeline.clock import now_ms
 from pipeline.memory_channels import MemoryPipeline
 from pipeline.messages import ClaimDue, Claimed, Deliver, Demand, EndOfStream, Recipient, WorkAdded
-from stages.scheduler import PAGE_SIZE
+from stages.scheduler import CLAIM_AHEAD_MS, PAGE_SIZE
 from tests.stage.harness import StartStage, finished
 
 
@@ -66,19 +66,19 @@ async def test_an_empty_page_is_not_delivered(pipeline: MemoryPipeline, start: S
     assert await pipeline.next_for("sender") == EndOfStream("scheduler")
 
 
-async def test_scheduled_work_is_claimed_at_its_time_and_not_before(
+async def test_scheduled_work_is_claimed_a_moment_ahead_of_its_time_and_not_before(
     pipeline: MemoryPipeline, start: StartStage
 ) -> None:
     start(pipeline, "scheduler")
     pipeline.tell("scheduler", Demand(5))
     claim = await next_claim(pipeline)
-    # Given the recorder says nothing is due now, but something is due in 0.3 s
-    due_ms = now_ms() + 300
+    # Given the recorder says nothing is due now, but something is due 0.3 s after the claim-ahead span
+    due_ms = now_ms() + CLAIM_AHEAD_MS + 300
     pipeline.tell("scheduler", Claimed(claim.corr_id, (), next_due_ms=due_ms, claim_seq=1))
-    # Then the scheduler wakes by itself and claims it then, and not earlier
+    # Then the scheduler wakes by itself and claims it CLAIM_AHEAD_MS before it is due, not earlier
     again = await next_claim(pipeline)
-    assert again.now_ms >= due_ms
-    assert now_ms() >= due_ms
+    assert again.due_by_ms >= due_ms
+    assert now_ms() >= due_ms - CLAIM_AHEAD_MS
 
 
 async def test_on_stop_it_tells_the_recorder_and_the_sender_and_returns(

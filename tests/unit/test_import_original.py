@@ -285,7 +285,7 @@ def test_counters_add_to_a_database_already_in_use(original: Path, tmp_path: Pat
     conn = open_writer(ours)
     message = NewMessage("t1", "Live", "<p>live</p>", ("live1@x.io", "live2@x.io"))
     writes.store_messages(conn, StoreMessages(1, "ingest", (message,), 0, CampaignFacts(2)), now_ms=5)
-    claimed = claim_due(conn, ClaimDue(1, "scheduler", limit=1, now_ms=10), ClaimState())
+    claimed = claim_due(conn, ClaimDue(1, "scheduler", limit=1, due_by_ms=10), ClaimState())
     outcome = Sent(claimed.recipients[0].recipient_id, "live-m", 20)
     writes.record_outcomes(conn, RecordOutcomes(1, "sender", (outcome,)), now_ms=20)
     conn.close()

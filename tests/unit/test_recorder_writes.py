@@ -57,16 +57,16 @@ def test_claims_oldest_due_first_and_never_twice(conn: sqlite3.Connection) -> No
     writes.store_messages(conn, store(1, ("late@x.io",), due=2000), now_ms=0)
     writes.store_messages(conn, store(2, ("early@x.io",), due=1000), now_ms=0)
     writes.store_messages(conn, store(3, ("future@x.io",), due=9000), now_ms=0)
-    first = claim_due(conn, ClaimDue(1, "scheduler", limit=10, now_ms=5000), ClaimState())
+    first = claim_due(conn, ClaimDue(1, "scheduler", limit=10, due_by_ms=5000), ClaimState())
     assert [r.email for r in first.recipients] == ["early@x.io", "late@x.io"]
     assert first.next_due_ms == 9000
-    again = claim_due(conn, ClaimDue(2, "scheduler", limit=10, now_ms=5000), ClaimState())
+    again = claim_due(conn, ClaimDue(2, "scheduler", limit=10, due_by_ms=5000), ClaimState())
     assert again.recipients == ()
 
 
 def test_claim_takes_no_more_than_the_limit(conn: sqlite3.Connection) -> None:
     writes.store_messages(conn, store(1, tuple(f"u{i}@x.io" for i in range(10))), now_ms=0)
-    claimed = claim_due(conn, ClaimDue(1, "scheduler", limit=4, now_ms=1), ClaimState())
+    claimed = claim_due(conn, ClaimDue(1, "scheduler", limit=4, due_by_ms=1), ClaimState())
     assert len(claimed.recipients) == 4 and claimed.next_due_ms == 0
 
 

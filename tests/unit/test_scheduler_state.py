@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pipeline.messages import Claimed, Recipient
-from stages.scheduler import CLAIM_TIMEOUT_S, PAGE_SIZE, SchedulerState
+from stages.scheduler import CLAIM_AHEAD_MS, CLAIM_TIMEOUT_S, PAGE_SIZE, SchedulerState
 
 
 def recipients(count: int) -> tuple[Recipient, ...]:
@@ -42,8 +42,9 @@ def test_an_answer_lowers_the_demand_and_sets_the_next_wake_up() -> None:
     state.on_claimed(Claimed(1, recipients(20), next_due_ms=9_000))
     assert (state.demand, state.claimed_total, state.claim_sent_at_ms) == (30, 20, None)
     assert state.claim_limit(now=5_000) == 0, "nothing due before 9 s"
-    assert state.sleep_s(now=5_000) == 4.0
-    assert state.claim_limit(now=9_000) == 30
+    assert state.sleep_s(now=5_000) == 3.0, "it wakes CLAIM_AHEAD_MS (1 s) before the due time"
+    assert state.claim_limit(now=9_000 - CLAIM_AHEAD_MS - 1) == 0, "and claims not a moment earlier"
+    assert state.claim_limit(now=9_000 - CLAIM_AHEAD_MS) == 30
 
 
 def test_work_added_while_a_claim_is_in_flight_is_not_forgotten() -> None:
@@ -62,8 +63,10 @@ def test_nothing_pending_sleeps_until_a_message() -> None:
     state.on_claimed(Claimed(1, (), next_due_ms=None))
     assert state.next_due_ms is None and state.sleep_s(now=0) is None
     assert state.claim_limit(now=0) == 0
-    state.on_work_added(500)
+    state.on_work_added(CLAIM_AHEAD_MS + 500)
     assert state.sleep_s(now=0) == 0.5
+    state.on_work_added(500)
+    assert state.sleep_s(now=0) == 0.0, "due within the claim-ahead span: claim now"
 
 
 def test_later_work_does_not_postpone_work_already_due_sooner() -> None:
@@ -84,7 +87,7 @@ def test_a_demand_of_one_is_claimed_and_waited_for() -> None:
     state = SchedulerState(demand=1)
     assert state.claim_limit(now=0) == 1
     state.on_claimed(Claimed(1, (), next_due_ms=3_000))
-    assert state.sleep_s(now=1_000) == 2.0
+    assert state.sleep_s(now=1_000) == 1.0
 
 
 def test_every_answer_adds_to_the_claimed_total_and_sets_the_wake_up() -> None:
@@ -92,4 +95,4 @@ def test_every_answer_adds_to_the_claimed_total_and_sets_the_wake_up() -> None:
     state = SchedulerState(demand=50)
     state.on_claimed(Claimed(1, recipients(20), next_due_ms=None))
     state.on_claimed(Claimed(2, recipients(5), next_due_ms=9_000))
-    assert state.claimed_total == 25 and state.sleep_s(now=0) == 9.0
+    assert state.claimed_total == 25 and state.sleep_s(now=0) == 8.0

@@ -47,8 +47,8 @@ def held(topic: str, claim_seq: int, corr_id: int = 1) -> TopicHeld:
 
 
 def ids_in(ledger: Ledger) -> set[int]:
-    ids = {r.recipient_id for r in ledger.queued} | {e[2].recipient_id for e in ledger.retrying}
-    ids |= {r.recipient_id for parked in ledger.parked.values() for _, r in parked}
+    ids = {r.recipient_id for r in ledger.queued} | {e[2].recipient_id for e in (*ledger.retrying, *ledger.early)}
+    ids |= {r.recipient_id for parked in ledger.parked.values() for _, r, _ in parked}
     ids |= set(ledger.calling) | {o.recipient_id for o in ledger.pending}
     return ids | {o.recipient_id for e in ledger.unacked.values() for o in e.outcomes}
 
@@ -59,8 +59,8 @@ LISTS = {"a": "news", "b": "news", "c": None}
 ADDRESSES = 3
 
 
-def member(rid: int, topic: str) -> Recipient:
-    return Recipient(rid, f"u{rid % ADDRESSES}@example.com", topic, 1, LISTS[topic])
+def member(rid: int, topic: str, due_at_ms: int = 0) -> Recipient:
+    return Recipient(rid, f"u{rid % ADDRESSES}@example.com", topic, 1, LISTS[topic], due_at_ms=due_at_ms)
 
 
 @dataclass
@@ -134,9 +134,11 @@ class LedgerHistories(RuleBasedStateMachine):
 
     # --- the scheduler and the recorder ---------------------------------------------------
 
-    @rule(topic=st.sampled_from(TOPICS), size=st.integers(1, 4))
-    def claim(self, topic: str, size: int) -> None:
-        claimed = [member(rid, topic) for rid in range(self.next_rid, self.next_rid + size)]
+    @rule(topic=st.sampled_from(TOPICS), size=st.integers(1, 4), ahead_ms=st.sampled_from((0, 0, 500, 2_000)))
+    def claim(self, topic: str, size: int, ahead_ms: int) -> None:
+        """Work due now, or claimed ahead of its due time (the scheduler's CLAIM_AHEAD_MS)."""
+        due_ms = int(self.now * 1000) + ahead_ms if ahead_ms else 0
+        claimed = [member(rid, topic, due_ms) for rid in range(self.next_rid, self.next_rid + size)]
         self.next_rid += size
         seq = self.recorder.claim(claimed)
         self.claim_seq.update(dict.fromkeys((r.recipient_id for r in claimed), seq))
@@ -147,7 +149,7 @@ class LedgerHistories(RuleBasedStateMachine):
     def deliver(self) -> None:
         self.tick()
         recipients, seq = self.transit.popleft()
-        self.ledger.deliver(recipients, seq, release=self.stopping)
+        self.ledger.deliver(recipients, seq, release=self.stopping, now=self.now, now_ms=int(self.now * 1000))
 
     @precondition(lambda self: self.recorder.inbox)
     @rule()
@@ -226,6 +228,8 @@ class LedgerHistories(RuleBasedStateMachine):
         most = data.draw(st.integers(1, min(5, self.ledger.free_slots())))
         for started in self.ledger.start_batch(self.now, most):
             rid = started.recipient_id
+            # Claimed ahead, it is never started before it is due (to the ms).
+            assert self.now * 1000 >= started.due_at_ms - 1, (rid, self.now, started.due_at_ms)
             for hold in self.holds:
                 if not hold.scope.covers(started):
                     continue
@@ -704,3 +708,25 @@ def test_work_covered_by_a_cancel_and_an_unsubscribe_waits_for_both_answers() ->
     assert [r.recipient_id for r in ledger.queued] == [1] and ledger.parked_count == 1
     ledger.hold_answered(AddressHeld(2, "ann@x.io", None, 0, True, 3))
     assert [r.recipient_id for r in ledger.queued] == [1, 2] and ledger.parked_count == 0
+
+
+def test_work_claimed_ahead_waits_until_it_is_due_and_a_cancel_still_takes_it() -> None:
+    ledger = Ledger(LIMIT, debug=True)
+    # Claimed at wall time 10.000 s (monotonic 500.0) for 10.800 s and 11.500 s.
+    soon = Recipient(1, "a@x.io", "a", 1, due_at_ms=10_800)
+    later = Recipient(2, "b@x.io", "b", 1, due_at_ms=11_500)
+    ledger.deliver([soon, later], 1, now=500.0, now_ms=10_000)
+    assert ledger.work_delay_s(500.0) == pytest.approx(0.8)
+    assert ledger.start_batch(500.79, 1) == [], "not a moment before it is due"
+    assert ledger.start_batch(500.8, 2) == [soon]
+    # A cancel of the later one's topic takes it from among the early: the recorder holds its row.
+    effects = ledger.hold(HoldTopic(1, "ingest", "b", Status.CANCELLED))
+    assert effects.hold_rows is not None and 2 not in effects.hold_rows.keep
+    assert ledger.work_delay_s(502.0) is None and ledger.start_batch(502.0, 1) == []
+
+
+def test_work_claimed_ahead_goes_back_to_pending_at_a_stop() -> None:
+    ledger = Ledger(LIMIT, debug=True)
+    ledger.deliver([Recipient(1, "a@x.io", "a", 1, due_at_ms=20_000)], 1, now=0.0, now_ms=10_000)
+    ledger.release_unsent()
+    assert ledger.pending == [Released(1)]

@@ -142,7 +142,10 @@ class Sender:
     def on_deliver(self, recipients: tuple[Recipient, ...], claim_seq: int) -> None:
         # Work arriving while stopping goes straight back to pending.
         stopping = self.ctx.stopping.is_set()
-        self.apply(self.ledger.deliver(recipients, claim_seq, stopping, now=time.monotonic(), now_ms=now_ms()))
+        # The wall clock first: read before the monotonic one (and floored to the ms), it can
+        # only place a due time later on the monotonic clock, never earlier.
+        wall_ms = now_ms()
+        self.apply(self.ledger.deliver(recipients, claim_seq, stopping, now=time.monotonic(), now_ms=wall_ms))
 
     def apply(self, effects: Effects) -> None:
         """Carry out what the ledger decided: messages out, and wake whoever waits."""

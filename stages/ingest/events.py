@@ -15,15 +15,14 @@ import aiohttp
 from aiohttp import web
 
 from pipeline import ses_events
-from pipeline.channels import ChannelFull
 from pipeline.clock import now_ms
-from pipeline.messages import EventsRecorded, GetQuota, QuotaReport, Refused
+from pipeline.messages import EventsRecorded, GetQuota, QuotaReport
 from stages.ingest.bodies import read_capped
-from stages.ingest.errors import ApiError, refused, unavailable
+from stages.ingest.errors import ApiError
 from stages.ingest.keys import CTX, DB, EVENTS, HTTP, OPENS, SNS_KEYS
 from stages.ingest.params import HOURS, whole_number
 from stages.ingest.sns import check_subscribe_url, parse_envelope, verify
-from stages.ingest.talk import ask
+from stages.ingest.talk import answer_of, ask
 
 MAX_SNS_BODY_BYTES: Final = 256 * 1024
 MAX_PIXEL_QUERY_CHARS: Final = 200  # ours are about 60; longer ones are not ours
@@ -65,12 +64,7 @@ async def sns_results(request: web.Request) -> web.Response:
     if events is None:
         ctx.log.info("SNS notification %s is not an SES event; ignored", sns_id)
         return web.json_response({"status": "ignored"})
-    try:
-        reply = await request.app[EVENTS].record(sns_id, message, tuple(events))
-    except (TimeoutError, ChannelFull):
-        raise unavailable("the recorder did not confirm in time; retry") from None
-    if isinstance(reply, Refused):
-        raise refused(reply)
+    reply = await answer_of("recorder", request.app[EVENTS].record(sns_id, message, tuple(events)))
     assert isinstance(reply, EventsRecorded)
     return web.json_response({"status": "recorded", "recorded": reply.recorded, "matched": reply.matched})
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -20,8 +20,14 @@ async def ask(
     """Ask a stage and wait for the reply; 503 (nothing done) when it cannot answer in time,
     and the refusal's answer when it refused (so no handler mistakes a refusal for a reply)."""
     ctx = request.app[CTX]
+    return await answer_of(stage, request.app[REPLIES].ask(ctx.outboxes[stage], build, timeout_s))
+
+
+async def answer_of(stage: str, asked: Awaitable[Message]) -> Message:
+    """A stage's answer to a request already on its way (an `ask`, or a batcher's): 503 when
+    it was not taken or confirmed in time, the refusal's answer when it refused."""
     try:
-        reply = await request.app[REPLIES].ask(ctx.outboxes[stage], build, timeout_s)
+        reply = await asked
     except (TimeoutError, ChannelFull):
         raise unavailable(f"the {stage} did not confirm in time; retry") from None
     if isinstance(reply, Refused):

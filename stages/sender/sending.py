@@ -194,7 +194,7 @@ class Sender:
             if not batch:
                 continue
             self.limiter.take_pace(self.limiter.clock(), len(batch))
-            if due := min(r.due_at_ms for r in batch):  # 0: due on arrival (a test's, or a retry's)
+            if due := min(r.due_at_ms for r in batch):  # 0: made without a due time (tests)
                 metrics.LATENESS.observe(max(0, now_ms() - due) / 1000)
             task = asyncio.create_task(self.send_call(batch))
             self.tasks.add(task)

@@ -17,6 +17,7 @@ BENCHMARKS = (
     "templates",
     "clicks",
     "bulk_probe",
+    "failover",
 )
 
 

@@ -136,6 +136,9 @@ class Settings:
     server_host_reason: str = "default"
     server_port: int = 3000
     database_path: Path = Path("sqlite3.db")
+    # DATABASE_URL=postgresql://…: the shared store of several nodes (docs/postgresql.md); it may
+    # hold a password, so it never appears in repr. None: the SQLite file at database_path.
+    postgres_url: str | None = field(default=None, repr=False)
     auth: AuthSettings = field(default_factory=AuthSettings)
     sentry_dsn: str | None = field(default=None, repr=False)
     log_level: str = "INFO"
@@ -235,10 +238,13 @@ class _Reader:
         return value.lower()
 
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
 def parse_database_url(url: str) -> Path:
     """`sqlite://relative.db` or `sqlite:///abs/path.db` to a path; anything else is refused."""
     if not url.startswith("sqlite://"):
-        raise ValueError("must start with sqlite:// (only SQLite is supported)")
+        raise ValueError("must start with sqlite:// or postgresql://")
     path = url.removeprefix("sqlite://")
     if path in ("", "/", ":memory:"):
         raise ValueError("must name a database file (several processes share it)")
@@ -256,13 +262,25 @@ def _server_url(reader: _Reader, default: str) -> str:
 
 def _database_path(reader: _Reader, default: Path) -> Path:
     url = reader.raw("DATABASE_URL")
-    if url is None:
+    if url is None or url.startswith(POSTGRES_SCHEMES):
         return default
     try:
         return parse_database_url(url)
     except ValueError as problem:
         reader.problems.append(f"DATABASE_URL: {problem}")
         return default
+
+
+def _postgres_url(reader: _Reader) -> str | None:
+    """DATABASE_URL when it names PostgreSQL; a URL without a host or database is refused (never echoed)."""
+    url = reader.raw("DATABASE_URL")
+    if url is None or not url.startswith(POSTGRES_SCHEMES):
+        return None
+    parts = urlsplit(url)
+    if not parts.hostname or parts.path in ("", "/"):
+        reader.problems.append("DATABASE_URL: a postgresql:// URL must name a host and a database")
+        return None
+    return url
 
 
 def _log_level(reader: _Reader) -> str:
@@ -453,6 +471,7 @@ def load(environ: Mapping[str, str]) -> Settings:
         server_host_reason=host_reason,
         server_port=port,
         database_path=_database_path(reader, defaults.database_path),
+        postgres_url=_postgres_url(reader),
         auth=auth,
         sentry_dsn=reader.raw("SENTRY_DSN"),
         log_level=_log_level(reader),

@@ -286,12 +286,6 @@ def main(argv: list[str]) -> int:
         from stages.recorder.import_original import main as import_original
 
         return import_original(argv[2:], settings.database_path)
-    if settings.postgres_url is not None:
-        log.error(
-            "DATABASE_URL names PostgreSQL: `supervisor.py migrate` creates and migrates its schema, but serving"
-            " from it is not finished yet (docs/postgresql.md); unset DATABASE_URL to serve from SQLite"
-        )
-        return int(ExitCode.CONFIG)
     warn_about(settings)
     metrics_folder.prepare(settings.database_path)
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,6 +140,12 @@ class Settings:
     # DATABASE_URL=postgresql://…: the shared store of several nodes (docs/postgresql.md); it may
     # hold a password, so it never appears in repr. None: the SQLite file at database_path.
     postgres_url: str | None = field(default=None, repr=False)
+    # With PostgreSQL: this node's name (who sends is said by it), and how soon a standby
+    # takes over sending after the sending node dies.
+    node_name: str = ""
+    # How the other nodes reach this node's API (a hold is carried to the sending node).
+    node_url: str = ""
+    failover_s: float = 5.0
     auth: AuthSettings = field(default_factory=AuthSettings)
     sentry_dsn: str | None = field(default=None, repr=False)
     log_level: str = "INFO"
@@ -239,6 +246,8 @@ class _Reader:
 
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+# PostgreSQL keeps 63 bytes of an application_name, which names the sending node.
+NODE_NAME_CHARS = 40
 
 
 def parse_database_url(url: str) -> Path:
@@ -269,6 +278,25 @@ def _database_path(reader: _Reader, default: Path) -> Path:
     except ValueError as problem:
         reader.problems.append(f"DATABASE_URL: {problem}")
         return default
+
+
+def _node_name(reader: _Reader, port: int) -> str:
+    """NODE_NAME, else host:port, which tells nodes apart on one machine as on many."""
+    name = reader.raw("NODE_NAME") or f"{socket.gethostname()}:{port}"
+    if len(name) > NODE_NAME_CHARS or not name.isprintable():
+        reader.problems.append(f"NODE_NAME: at most {NODE_NAME_CHARS} printable characters")
+        return name[:NODE_NAME_CHARS]
+    return name
+
+
+def _node_url(reader: _Reader, host: str, port: int) -> str:
+    """NODE_URL, else this host's own address and port (the host name when serving every interface)."""
+    reachable = socket.gethostname() if host in (ALL_INTERFACES, "::", "") else host
+    url = reader.raw("NODE_URL") or f"http://{reachable}:{port}"
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        reader.problems.append(f"NODE_URL: {url!r} is not an http(s) URL")
+    return url.rstrip("/")
 
 
 def _postgres_url(reader: _Reader) -> str | None:
@@ -472,6 +500,9 @@ def load(environ: Mapping[str, str]) -> Settings:
         server_port=port,
         database_path=_database_path(reader, defaults.database_path),
         postgres_url=_postgres_url(reader),
+        node_name=_node_name(reader, port),
+        node_url=_node_url(reader, host, port),
+        failover_s=reader.number("FAILOVER_S", defaults.failover_s, minimum=0.5),
         auth=auth,
         sentry_dsn=reader.raw("SENTRY_DSN"),
         log_level=_log_level(reader),

@@ -47,6 +47,23 @@ class Pong(Message):
     corr_id: int
 
 
+# --- sender -> recorder, with PostgreSQL: this node has become the one that sends ---------
+
+
+@dataclass(frozen=True, slots=True)
+class RequeueClaimed(Message):
+    """Put back to pending what earlier senders claimed and left `sending` (docs/postgresql.md)."""
+
+    corr_id: int
+    reply_to: str
+
+
+@dataclass(frozen=True, slots=True)
+class Requeued(Message):
+    corr_id: int
+    count: int
+
+
 # --- ingest -> recorder: accept a campaign -------------------------------------------
 
 
@@ -132,10 +149,11 @@ class Refusal(StrEnum):
     STORAGE_UNAVAILABLE = "storage_unavailable"  # the batch's commit failed: nothing stored, retry
     KEY_REUSED = "idempotency_key_reused"  # the Idempotency-Key came with another body
     UNPROCESSABLE = "unprocessable"  # this request cannot be applied, and retrying will not change that
+    NOT_SENDING = "not_the_sending_node"  # with PostgreSQL: another node sends (a hold must reach it)
 
     @property
     def retry(self) -> bool:
-        return self in (Refusal.STORAGE_ERROR, Refusal.STORAGE_UNAVAILABLE)
+        return self in (Refusal.STORAGE_ERROR, Refusal.STORAGE_UNAVAILABLE, Refusal.NOT_SENDING)
 
 
 @dataclass(frozen=True, slots=True)

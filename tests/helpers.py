@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pipeline.db.blocking_pg import BlockingPostgres
 from pipeline.messages import Refused
 from stages.ingest.errors import refused
 
@@ -183,7 +184,14 @@ class Tree:
             self.process.kill()
             self.process.wait(timeout=5)
 
-    def db(self) -> sqlite3.Connection:
+    def db(self, write: bool = False) -> Any:
+        """A connection to the tree's database for assertions (read-only unless `write`):
+        sqlite3, or PostgreSQL's with the same calls."""
+        url = self.env["DATABASE_URL"]
+        if url.startswith("postgresql://"):
+            return BlockingPostgres(url)
+        if write:
+            return sqlite3.connect(self.workdir / "test.db")
         return sqlite3.connect(f"file:{self.workdir / 'test.db'}?mode=ro", uri=True)
 
     def statuses(self) -> dict[str, int]:
@@ -241,3 +249,11 @@ def run_schemathesis(
 def http_status(reply: Refused) -> int:
     """The HTTP status ingest answers for a recorder's refusal."""
     return refused(reply).status
+
+
+def sqlite_only(engine: str, why: str) -> None:
+    """Skip the PostgreSQL run of an end-to-end test about SQLite's own file, saying why."""
+    if engine == "postgresql":
+        import pytest
+
+        pytest.skip(f"SQLite only: {why}")

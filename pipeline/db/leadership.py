@@ -19,6 +19,8 @@ from typing import Final
 
 import asyncpg
 
+from pipeline.db.dialect import numbered
+
 SENDER_LOCK: Final = 0x5E5_0002  # below 2**32: pg_locks shows it as classid 0, objid SENDER_LOCK
 APPLICATION_PREFIX: Final = "ses-sender sender "
 TRIES_PER_FAILOVER: Final = 5
@@ -34,6 +36,7 @@ class SenderLock:
     def __init__(self, url: str, node: str, failover_s: float = 5.0) -> None:
         self.url = url
         self.node = node
+        self.failover_s = failover_s
         self.every_s = failover_s / TRIES_PER_FAILOVER
         self.conn: asyncpg.Connection | None = None
 
@@ -98,14 +101,18 @@ class SenderLock:
                 conn.terminate()
 
 
+# The holder's application_name, as `?` text for pipeline.db.readers (bound: SENDER_LOCK).
+SENDING_NODE_QUERY: Final = (
+    "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+    " WHERE l.locktype = 'advisory' AND l.classid = 0 AND l.objid = ? AND l.granted"
+    " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+
+
+def node_of(application_name: str | None) -> str | None:
+    return None if application_name is None else application_name.removeprefix(APPLICATION_PREFIX)
+
+
 async def sending_node(conn: asyncpg.Connection) -> str | None:
     """The node that holds the sender lock in this database, or None if no node does."""
-    name: str | None = await conn.fetchval(
-        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
-        " WHERE l.locktype = 'advisory' AND l.classid = 0 AND l.objid = $1 AND l.granted"
-        " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-        SENDER_LOCK,
-    )
-    if name is None:
-        return None
-    return name.removeprefix(APPLICATION_PREFIX)
+    return node_of(await conn.fetchval(numbered(SENDING_NODE_QUERY), SENDER_LOCK))

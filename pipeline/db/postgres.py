@@ -16,6 +16,7 @@ from typing import Final
 
 import asyncpg
 
+from pipeline.db.blocking_pg import BlockingPostgres
 from pipeline.db.schema import TRACKING_KEY
 
 # pg_advisory_xact_lock's key for migrations: any constant no other lock of ours uses.
@@ -199,7 +200,18 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     """
     + COUNT_TRIGGERS,
+    # 2: the nodes sharing this database, and where each serves its API, so that a node that
+    # does not send can carry a hold to the one that does (PostgreSQL only: SQLite is one node).
+    """
+    CREATE TABLE nodes (
+        name TEXT PRIMARY KEY,
+        url TEXT NOT NULL,
+        started_at_ms BIGINT NOT NULL
+    );
+    """,
 )
+# Tables SQLite has no use for (one node, versions in PRAGMA user_version).
+POSTGRES_ONLY_TABLES: Final = frozenset({"schema_migrations", "nodes"})
 SQLITE_VERSION_OF_FIRST: Final = 9  # SQLite's version that PostgreSQL's first migration equals
 
 
@@ -243,8 +255,28 @@ async def migrate_url(url: str) -> int:
         await conn.close()
 
 
+def register_node(conn: BlockingPostgres, name: str, url: str, now_ms: int) -> None:
+    """Say where this node serves (a restart with a new NODE_URL replaces the old one)."""
+    conn.execute(
+        "INSERT INTO nodes VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET url = excluded.url,"
+        " started_at_ms = excluded.started_at_ms",
+        (name, url, now_ms),
+    )
+
+
 async def tracking_key(conn: asyncpg.Connection) -> bytes:
     value = await conn.fetchval("SELECT value FROM server_secrets WHERE name = $1", TRACKING_KEY)
     if value is None:
         raise LookupError("the database has no tracking key; has it been migrated?")
     return bytes.fromhex(value)
+
+
+def open_writer(url: str, node: str = "") -> BlockingPostgres:
+    """A recorder's writing connection to PostgreSQL, migrated (safe while other nodes start too)."""
+    conn = BlockingPostgres(url, f"ses-sender recorder {node}".strip())
+    try:
+        conn.run(migrate(conn.conn))
+    except BaseException:
+        conn.close()
+        raise
+    return conn

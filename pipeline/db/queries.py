@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import aiosqlite
+from typing import TYPE_CHECKING, Any
 
 from pipeline.db.status import Status
+
+if TYPE_CHECKING:
+    from pipeline.db.readers import Reader
 
 STATUSES: tuple[str, ...] = tuple(Status)
 RESULTS = (
@@ -54,10 +55,10 @@ GUARD_ACCOUNT_REASON = "account_paused_reason"
 GUARD_ACCOUNT_RESUMED = "account_resumed_at_ms"
 
 
-async def topic_counts(db: aiosqlite.Connection, topic_id: str) -> dict[str, Any]:
+async def topic_counts(db: Reader, topic_id: str) -> dict[str, Any]:
     """Totals by status and by result for one topic, from its counters (zeros when unknown)."""
-    async with db.execute("SELECT name, n FROM topic_counts WHERE topic_id = ?", (topic_id,)) as cursor:
-        counters = {name: n for name, n in await cursor.fetchall()}
+    rows = await db.fetchall("SELECT name, n FROM topic_counts WHERE topic_id = ?", (topic_id,))
+    counters = {name: n for name, n in rows}
     by_status = {status: counters.get(status, 0) for status in STATUSES}
     results = {name: counters.get(name, 0) for name in RESULTS}
     return {
@@ -91,12 +92,11 @@ def original_result_counts(counters: dict[str, int]) -> dict[str, int]:
     return counts
 
 
-async def recent_topics(db: aiosqlite.Connection, limit: int, offset: int) -> list[dict[str, Any]]:
+async def recent_topics(db: Reader, limit: int, offset: int) -> list[dict[str, Any]]:
     """Topics, most recently posted to first."""
-    async with db.execute(
+    rows = await db.fetchall(
         "SELECT topic_id, first_posted_at_ms, last_posted_at_ms, total FROM topics"
         " ORDER BY last_posted_at_ms DESC, topic_id LIMIT ? OFFSET ?",
         (limit, offset),
-    ) as cursor:
-        rows = await cursor.fetchall()
+    )
     return [{"topic_id": r[0], "first_posted_at_ms": r[1], "last_posted_at_ms": r[2], "total": r[3]} for r in rows]

@@ -12,6 +12,7 @@ import sqlite3
 from pathlib import Path
 from typing import Final
 
+from pipeline.db.dialect import Conn
 from pipeline.db.original import refuse_original
 
 # Per-topic counters kept by triggers (migration 4); a rebuild of `recipients` drops them,
@@ -383,7 +384,7 @@ def open_reader(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def tracking_key(conn: sqlite3.Connection) -> bytes:
+def tracking_key(conn: Conn) -> bytes:
     row = conn.execute("SELECT value FROM server_secrets WHERE name = ?", (TRACKING_KEY,)).fetchone()
     if row is None:
         raise LookupError("the database has no tracking key; has the recorder migrated it?")

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import aiohttp
-import aiosqlite
 from aiohttp import web
 
 from pipeline.channels import PendingReplies
-from pipeline.db.schema import TRACKING_KEY, read_only_uri
+from pipeline.db.readers import open_reader
+from pipeline.db.schema import TRACKING_KEY
 from pipeline.messages import Message
 from pipeline.runtime import StageContext
 from stages.ingest.event_batches import EventBatcher
@@ -50,11 +50,10 @@ async def drain_opens(app: web.Application) -> None:
 
 async def open_database(app: web.Application) -> AsyncIterator[None]:
     """A read-only connection for queries; the recorder alone writes."""
-    uri = read_only_uri(app[CTX].settings.database_path)
-    async with aiosqlite.connect(uri, uri=True) as db:
+    settings = app[CTX].settings
+    async with open_reader(settings.database_path, settings.postgres_url) as db:
         app[DB] = db
-        async with db.execute("SELECT value FROM server_secrets WHERE name = ?", (TRACKING_KEY,)) as cursor:
-            row = await cursor.fetchone()
+        row = await db.fetchone("SELECT value FROM server_secrets WHERE name = ?", (TRACKING_KEY,))
         if row is None:
             raise LookupError("the database has no installation key; has the recorder migrated it?")
         app[LINK_KEY] = bytes.fromhex(row[0])

@@ -29,12 +29,11 @@ async def click(request: web.Request) -> web.StreamResponse:
     target = parse_click(request.app[LINK_KEY], request.match_info["token"])
     if target is None:
         return web.Response(text=NOT_FOUND, status=404, content_type="text/html")
-    async with request.app[DB].execute(
+    row = await request.app[DB].fetchone(
         "SELECT l.url FROM recipients r JOIN links l ON l.content_id = r.content_id AND l.link_index = ?"
         " WHERE r.id = ?",
         (target.link_index, target.recipient_id),
-    ) as cursor:
-        row = await cursor.fetchone()
+    )
     if row is None:
         return web.Response(text=NOT_FOUND, status=404, content_type="text/html")
     if request.method == "GET":
@@ -50,13 +49,12 @@ async def click(request: web.Request) -> web.StreamResponse:
 async def topic_links(request: web.Request) -> web.Response:
     """GET /v1/topics/{topic_id}/links: each tracked link with unique and total clicks."""
     topic_id = topic_id_of(request)
-    async with request.app[DB].execute(
-        "SELECT l.url, COUNT(DISTINCT c.recipient_id), SUM(c.count) FROM clicks c"
+    rows = await request.app[DB].fetchall(
+        "SELECT l.url, COUNT(DISTINCT c.recipient_id), CAST(SUM(c.count) AS BIGINT) FROM clicks c"
         " JOIN recipients r ON r.id = c.recipient_id"
         " JOIN links l ON l.content_id = r.content_id AND l.link_index = c.link_index"
         " WHERE r.topic_id = ? GROUP BY l.url ORDER BY 3 DESC, 1",
         (topic_id,),
-    ) as cursor:
-        rows = await cursor.fetchall()
+    )
     links: list[dict[str, Any]] = [{"url": url, "clicked": unique, "clicks": total} for url, unique, total in rows]
     return web.json_response({"topic_id": topic_id, "links": links})

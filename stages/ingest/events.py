@@ -127,8 +127,7 @@ async def sent_counts(request: web.Request) -> web.Response:
     """GET /v1/events/counts/sent?hours=24: what this server sent, and the SES quota."""
     hours = whole_number(request, HOURS)
     since_ms = now_ms() - hours * 3_600_000
-    async with request.app[DB].execute("SELECT COUNT(*) FROM recipients WHERE sent_at_ms >= ?", (since_ms,)) as cursor:
-        row = await cursor.fetchone()
+    row = await request.app[DB].fetchone("SELECT COUNT(*) FROM recipients WHERE sent_at_ms >= ?", (since_ms,))
     answer: dict[str, Any] = {"count": row[0] if row else 0, "hours": hours}
     answer.update(await quota(request))
     return web.json_response(answer)

@@ -7,10 +7,10 @@ is what lets both go one way, with no import cycle through the app factory.
 from __future__ import annotations
 
 import aiohttp
-import aiosqlite
 from aiohttp import web
 
 from pipeline.channels import PendingReplies
+from pipeline.db.readers import Reader
 from pipeline.messages import Message
 from pipeline.runtime import StageContext
 from stages.ingest.event_batches import EventBatcher
@@ -20,7 +20,7 @@ from stages.ingest.sns import SigningKeys
 
 CTX = web.AppKey("ctx", StageContext)
 REPLIES = web.AppKey("replies", PendingReplies[Message])
-DB = web.AppKey("db", aiosqlite.Connection)
+DB = web.AppKey("db", Reader)
 SNS_KEYS = web.AppKey("sns_keys", SigningKeys)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 OPENS = web.AppKey("opens", OpenBatcher)

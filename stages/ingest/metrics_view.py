@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import aiosqlite
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from pipeline import metrics
+from pipeline.db.readers import Reader
 from pipeline.db.status import Status
 from stages.ingest.auth import protected
 from stages.ingest.keys import CTX, DB
@@ -34,10 +34,9 @@ class Families:
         return self.families
 
 
-async def backlog(db: aiosqlite.Connection) -> bytes:
+async def backlog(db: Reader) -> bytes:
     """Recipients by status, over every topic."""
-    async with db.execute(BACKLOG_QUERY, tuple(Status)) as cursor:
-        counts = {name: int(n or 0) for name, n in await cursor.fetchall()}
+    counts = {name: int(n or 0) for name, n in await db.fetchall(BACKLOG_QUERY, tuple(Status))}
     family = GaugeMetricFamily(
         f"{metrics.NAMESPACE}_backlog_recipients", "Recipients by status, over every topic", labels=["status"]
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from pipeline.messages import AddressHeld, HoldAddress
+from pipeline.messages import AddressHeld, HoldAddress, Refusal
 from pipeline.unsubscribe import UnsubscribeTarget, parse
 from stages.ingest.errors import ApiError
 from stages.ingest.keys import CTX, DB, LINK_KEY
@@ -50,8 +50,7 @@ async def recipient_of(request: web.Request) -> tuple[UnsubscribeTarget, str] | 
     target = parse(request.app[LINK_KEY], request.match_info["token"])
     if target is None:
         return None
-    async with request.app[DB].execute("SELECT email FROM recipients WHERE id = ?", (target.recipient_id,)) as cur:
-        row = await cur.fetchone()
+    row = await request.app[DB].fetchone("SELECT email FROM recipients WHERE id = ?", (target.recipient_id,))
     return None if row is None else (target, str(row[0]))
 
 
@@ -78,7 +77,7 @@ async def one_click(request: web.Request) -> web.Response:
             lambda corr_id: HoldAddress(corr_id, "ingest", target.recipient_id, email, target.list_id),
         )
     except ApiError as problem:  # the sender or the recorder did not confirm: nothing is promised
-        if problem.status != 503:
+        if problem.status != 503 or problem.code == Refusal.NOT_SENDING:  # another node sends: forward.py
             raise
         return page(unavailable_page(org), 503, {"Retry-After": "2"})
     if not isinstance(reply, AddressHeld):

@@ -9,6 +9,7 @@ from stages.ingest.apidocs import setup_docs
 from stages.ingest.auth import protected
 from stages.ingest.dashboard import setup_dashboard
 from stages.ingest.errors import NO_ROUTE, Handler, answers_errors, no_route
+from stages.ingest.forward import to_sending_node
 
 
 def api(handler: Handler) -> Handler:
@@ -33,7 +34,7 @@ def setup_routes(app: web.Application) -> None:
     router.add_post("/v1/events/results", answers_errors(events.sns_results))
     # The one-click unsubscribe link: public, like the pixel (the token is the credential).
     router.add_get("/v1/unsubscribe/{token}", answers_errors(one_click.unsubscribe_page))  # HEAD too
-    router.add_post("/v1/unsubscribe/{token}", answers_errors(one_click.one_click))
+    router.add_post("/v1/unsubscribe/{token}", answers_errors(to_sending_node(one_click.one_click)))
     router.add_post("/v1/messages", api(views.post_messages))
     router.add_get("/v1/events/counts/sent", api(events.sent_counts))
     router.add_get("/v1/suppressions", api(suppressions.list_suppressions))
@@ -44,10 +45,10 @@ def setup_routes(app: web.Application) -> None:
     router.add_post("/v1/account/resume", api(account.resume_account))
     router.add_get("/v1/topics", api(views.list_topics))
     # A "/" in a topic id is sent as %2F: routes match the encoded path, then decode it.
-    router.add_post("/v1/topics/{topic_id:[^/]+}/pause", api(views.pause_topic))
+    router.add_post("/v1/topics/{topic_id:[^/]+}/pause", api(to_sending_node(views.pause_topic)))
     router.add_post("/v1/topics/{topic_id:[^/]+}/resume", api(views.resume_topic))
     router.add_get("/v1/topics/{topic_id:[^/]+}/links", api(clicks.topic_links))
     router.add_get("/v1/topics/{topic_id:[^/]+}", api(views.get_topic))
-    router.add_delete("/v1/topics/{topic_id:[^/]+}", api(views.cancel_topic))
+    router.add_delete("/v1/topics/{topic_id:[^/]+}", api(to_sending_node(views.cancel_topic)))
     # Last: what no route above takes gets a 404 or a 405 in the one error shape.
     router.add_route("*", "/{path:.*}", answers_errors(no_route), name=NO_ROUTE)

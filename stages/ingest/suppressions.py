@@ -45,12 +45,11 @@ async def list_suppressions(request: web.Request) -> web.Response:
     `limit` counts addresses: an address with entries in several scopes has them all on one page.
     """
     limit, after = whole_number(request, SUPPRESSIONS_LIMIT), request.query.get("after", "")
-    async with request.app[DB].execute(
+    rows = await request.app[DB].fetchall(
         f"SELECT {COLUMNS} FROM suppressions WHERE email IN"
         " (SELECT DISTINCT email FROM suppressions WHERE email > ? ORDER BY email LIMIT ?) ORDER BY email, scope",
         (after, limit + 1),
-    ) as cursor:
-        rows = list(await cursor.fetchall())
+    )
     emails = sorted({row[0] for row in rows})
     shown = set(emails[:limit])
     items = [row_to_json(r) for r in rows if r[0] in shown]
@@ -60,10 +59,9 @@ async def list_suppressions(request: web.Request) -> web.Response:
 
 async def get_suppression(request: web.Request) -> web.Response:
     email = address_of(request)
-    async with request.app[DB].execute(
+    rows = await request.app[DB].fetchall(
         f"SELECT {COLUMNS} FROM suppressions WHERE email = ? ORDER BY scope", (email,)
-    ) as cursor:
-        rows = list(await cursor.fetchall())
+    )
     if not rows:
         raise ApiError(404, "not_found", "this address is not suppressed", "email")
     # The all-mail entry when there is one (it sorts first), with every scope listed.

@@ -8,13 +8,14 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-import aiosqlite
 from aiohttp import web
 
 from config.settings import SnsSettings
 from pipeline import metrics
 from pipeline.channels import ChannelFull
+from pipeline.db.leadership import SENDER_LOCK, SENDING_NODE_QUERY, node_of
 from pipeline.db.queries import GUARD_ACCOUNT_REASON, recent_topics, topic_counts
+from pipeline.db.readers import Reader
 from pipeline.db.status import Status
 from pipeline.messages import (
     HoldTopic,
@@ -50,7 +51,7 @@ async def ready(request: web.Request) -> web.Response:
     stages = ctx.states.snapshot() if ctx.states is not None else {}
     problems = [f"{name} is {state}" for name, state in stages.items() if state != "running" and name != "ingest"]
     try:
-        await (await request.app[DB].execute("SELECT 1 FROM recipients LIMIT 1")).fetchall()
+        await request.app[DB].fetchall("SELECT 1 FROM recipients LIMIT 1")
         database = "ok"
     except Exception as problem:
         database = f"error: {type(problem).__name__}"
@@ -63,12 +64,27 @@ async def ready(request: web.Request) -> web.Response:
         "status": "ready" if not problems else "not ready",
         "stages": {**stages, "ingest": "running"},
         "database": database,
+        "sender": await sending_node_of(request),
         "db": "connected" if database == "ok" else "disconnected",  # the original server's field
         "ses_events": ses_events_state(ctx.settings.sns),
     }
     if problems:
         body["problems"] = problems
     return web.json_response(body, status=200 if not problems else 503)
+
+
+async def sending_node_of(request: web.Request) -> dict[str, Any]:
+    """Which node sends: with SQLite this one; with PostgreSQL the holder of the sender lock
+    (None while none holds it: a standby takes over within FAILOVER_S)."""
+    settings = request.app[CTX].settings
+    if settings.postgres_url is None:
+        return {"node": settings.node_name, "this_node": True}
+    try:
+        row = await request.app[DB].fetchone(SENDING_NODE_QUERY, (SENDER_LOCK,))
+    except Exception as problem:
+        return {"node": None, "this_node": False, "error": type(problem).__name__}
+    node = node_of(row[0] if row else None)
+    return {"node": node, "this_node": node == settings.node_name}
 
 
 def ses_events_state(sns: SnsSettings) -> str:
@@ -204,18 +220,16 @@ async def get_topic(request: web.Request) -> web.Response:
     )
 
 
-async def paused_reason(db: aiosqlite.Connection, topic_id: str, counts: dict[str, Any]) -> str | None:
+async def paused_reason(db: Reader, topic_id: str, counts: dict[str, Any]) -> str | None:
     """Why the topic is held by the reputation guard: the account's reason while it holds all
     sending and the topic has unsent work, else the topic's own (None: not held by the guard)."""
     if counts["pending"] + counts["sending"] + counts["paused"]:
-        async with db.execute("SELECT value FROM guard_state WHERE name = ?", (GUARD_ACCOUNT_REASON,)) as cursor:
-            row = await cursor.fetchone()
+        row = await db.fetchone("SELECT value FROM guard_state WHERE name = ?", (GUARD_ACCOUNT_REASON,))
         if row is not None:
             return str(row[0])
     if not counts["paused"]:
         return None
-    async with db.execute("SELECT paused_reason FROM topics WHERE topic_id = ?", (topic_id,)) as cursor:
-        row = await cursor.fetchone()
+    row = await db.fetchone("SELECT paused_reason FROM topics WHERE topic_id = ?", (topic_id,))
     return None if row is None or row[0] is None else str(row[0])
 
 

@@ -16,10 +16,13 @@ import time
 from collections import Counter
 from dataclasses import replace
 
-from config.settings import GuardSettings
+from config.settings import GuardSettings, Settings
 from pipeline import metrics
 from pipeline.channels import PRODUCERS, ChannelFull, describe
 from pipeline.clock import now_ms
+from pipeline.db import postgres
+from pipeline.db.blocking_pg import BlockingPostgres
+from pipeline.db.dialect import STORE_ERRORS, UNSTORABLE, Conn, begin_writing
 from pipeline.db.original import OriginalDatabase
 from pipeline.db.schema import open_writer, tracking_key
 from pipeline.guardrails import GuardEvent
@@ -40,10 +43,13 @@ from pipeline.messages import (
     RecordOutcomes,
     Refusal,
     Refused,
+    RequeueClaimed,
+    Requeued,
     ResumeAccount,
     ResumeTopic,
     StoreMessages,
     WakeUp,
+    WorkAdded,
 )
 from pipeline.runtime import BootError, StageContext
 from stages.recorder import events, writes
@@ -61,21 +67,49 @@ Reply = tuple[str, Message]
 
 async def run(ctx: StageContext) -> None:
     """Serve write requests until every producer is done (or the drain deadline)."""
+    conn = open_store(ctx.settings)
     try:
-        conn = open_writer(ctx.settings.database_path)
-    except (sqlite3.Error, OSError, OriginalDatabase) as problem:
-        raise BootError(f"cannot open {ctx.settings.database_path}: {problem}") from problem
-    try:
-        requeued = writes.requeue_claimed(conn)
+        # With SQLite no sender outlives the recorder's start, so what is `sending` was left
+        # by the last run. With PostgreSQL another node may be sending it: the node that
+        # takes the sender lock puts it back instead (RequeueClaimed).
+        requeued = writes.requeue_claimed(conn) if ctx.settings.postgres_url is None else 0
         if requeued:
             ctx.log.warning("requeued %d recipient(s) claimed before the last stop", requeued)
         writer = Writer(conn, GuardKeeper(conn, ctx.settings.guard, now_ms()))
+        if isinstance(conn, BlockingPostgres):
+            postgres.register_node(conn, ctx.settings.node_name, ctx.settings.node_url, now_ms())
+            hear_work_elsewhere(ctx, conn)
         ctx.ready()
         await send_replies(ctx, writer.guard.at_start())
         counts = await serve(ctx, writer)
         ctx.log.info("recorder done: %s", dict(counts) or "nothing written")
     finally:
         conn.close()
+
+
+def hear_work_elsewhere(ctx: StageContext, conn: BlockingPostgres) -> None:
+    """Work committed by any node's recorder wakes this node's scheduler (writes.notify_work)."""
+    loop = asyncio.get_running_loop()
+    scheduler = ctx.outboxes["scheduler"]
+
+    def wake(payload: str) -> None:
+        if payload.lstrip("-").isdigit():
+            loop.call_soon_threadsafe(scheduler.put_nowait, WorkAdded(int(payload)))
+
+    conn.listen(writes.WORK_CHANNEL, wake)
+
+
+def open_store(settings: Settings) -> Conn:
+    """The writing connection, migrated: PostgreSQL when DATABASE_URL names it, else the SQLite file."""
+    if settings.postgres_url is not None:
+        try:
+            return postgres.open_writer(settings.postgres_url, settings.node_name)
+        except (*STORE_ERRORS, OSError) as problem:  # never the URL: it may hold a password
+            raise BootError(f"cannot open the PostgreSQL database: {type(problem).__name__}: {problem}") from problem
+    try:
+        return open_writer(settings.database_path)
+    except (sqlite3.Error, OSError, OriginalDatabase) as problem:
+        raise BootError(f"cannot open {settings.database_path}: {problem}") from problem
 
 
 async def serve(ctx: StageContext, writer: Writer) -> Counter[str]:
@@ -113,7 +147,7 @@ def take_batch(ctx: StageContext, first: Message) -> list[Message]:
 class Writer:
     """Applies each request to the database and says whom to answer."""
 
-    def __init__(self, conn: sqlite3.Connection, guard: GuardKeeper | None = None) -> None:
+    def __init__(self, conn: Conn, guard: GuardKeeper | None = None) -> None:
         self.conn = conn
         self.guard = guard if guard is not None else GuardKeeper(conn, GuardSettings(), now_ms())
         self.claims = ClaimState()
@@ -176,6 +210,8 @@ class Writer:
             case Ping():
                 conn.execute("SELECT 1").fetchone()
                 return [(message.reply_to, Pong(message.corr_id))]
+            case RequeueClaimed():
+                return [(message.reply_to, Requeued(message.corr_id, writes.requeue_claimed(conn)))]
         raise TypeError(f"the recorder does not handle {describe(message)}")
 
 
@@ -188,7 +224,7 @@ def apply_batch(writer: Writer, log: logging.Logger, batch: list[Message], count
     replies: list[Reply] = []
     began = time.perf_counter()
     try:
-        conn.execute("BEGIN IMMEDIATE")
+        begin_writing(conn)
         writer.purge_if_due(now)
         for message in work:
             match message:
@@ -198,7 +234,7 @@ def apply_batch(writer: Writer, log: logging.Logger, batch: list[Message], count
                     replies.extend(apply_one(writer, log, message, now))
             counts[describe(message)] += 1
         conn.execute("COMMIT")
-    except sqlite3.Error as problem:
+    except STORE_ERRORS as problem:
         log.error("commit failed, nothing in this batch was stored: %s", problem)
         if conn.in_transaction:
             conn.execute("ROLLBACK")
@@ -250,7 +286,7 @@ def refusal_for(message: Message, problem: Exception) -> Reply | None:
     reply_to, corr_id = getattr(message, "reply_to", None), getattr(message, "corr_id", None)
     if not isinstance(reply_to, str) or not isinstance(corr_id, int):
         return None
-    if isinstance(problem, sqlite3.Error):
+    if isinstance(problem, STORE_ERRORS) and not isinstance(problem, UNSTORABLE):
         return reply_to, Refused(corr_id, Refusal.STORAGE_ERROR, "the database could not apply this request; retry")
     return reply_to, Refused(corr_id, Refusal.UNPROCESSABLE, "this request could not be applied and was not stored")
 

@@ -9,12 +9,11 @@ grow with the backlog: a million scheduled rows stay cheap to claim from.
 
 from __future__ import annotations
 
-import json
 import math
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from pipeline.db.dialect import SQLITE, Conn, dialect, in_list
 from pipeline.db.status import Status
 from pipeline.messages import ClaimDue, Claimed, Recipient
 from stages.recorder.events import suppressed_rows
@@ -33,7 +32,7 @@ class ClaimState:
     after_topic: str | None = None
 
 
-def claim_due(conn: sqlite3.Connection, request: ClaimDue, state: ClaimState) -> Claimed:
+def claim_due(conn: Conn, request: ClaimDue, state: ClaimState) -> Claimed:
     """Mark up to `limit` due rows as sending, shared fairly between topics."""
     state.seq += 1
     topics = due_topics(conn, request.due_by_ms, state.after_topic)
@@ -60,7 +59,7 @@ def share(limit: int, topics: list[str]) -> int:
     return math.ceil(limit / len(topics)) if topics else 0
 
 
-def due_topics(conn: sqlite3.Connection, due_by_ms: int, after: str | None) -> list[str]:
+def due_topics(conn: Conn, due_by_ms: int, after: str | None) -> list[str]:
     """Up to MAX_TOPICS_PER_CLAIM topics with due work, in turn after `after`."""
     found: list[str] = []
     for visited, topic in enumerate(pending_topics_from(conn, after)):
@@ -74,7 +73,7 @@ def due_topics(conn: sqlite3.Connection, due_by_ms: int, after: str | None) -> l
     return found
 
 
-def pending_topics_from(conn: sqlite3.Connection, after: str | None) -> Iterator[str]:
+def pending_topics_from(conn: Conn, after: str | None) -> Iterator[str]:
     """Topics with pending rows, ascending from just after `after`, wrapping around once."""
     cursor = after
     while (topic := next_pending_topic(conn, cursor)) is not None:
@@ -88,26 +87,29 @@ def pending_topics_from(conn: sqlite3.Connection, after: str | None) -> Iterator
         cursor = topic
 
 
-def next_pending_topic(conn: sqlite3.Connection, after: str | None) -> str | None:
+def next_pending_topic(conn: Conn, after: str | None) -> str | None:
     """The smallest topic with pending rows after `after` (None: from the start, '' included)."""
     # INDEXED BY: left to itself the planner takes recipients_topic, which walks every
     # finished row of the next topic (a million sent rows) before finding a pending one.
     comparison = ">=" if after is None else ">"
+    indexed_by = " INDEXED BY recipients_pending_topic" if dialect(conn) == SQLITE else ""
     row = conn.execute(
-        "SELECT MIN(topic_id) FROM recipients INDEXED BY recipients_pending_topic"
+        f"SELECT MIN(topic_id) FROM recipients{indexed_by}"
         f" WHERE status = '{Status.PENDING}' AND topic_id {comparison} ?",
         (after or "",),
     ).fetchone()
     return None if row is None else row[0]
 
 
-def claim_topic(conn: sqlite3.Connection, topic: str, due_by_ms: int, limit: int) -> list[Recipient]:
+def claim_topic(conn: Conn, topic: str, due_by_ms: int, limit: int) -> list[Recipient]:
     if limit <= 0:
         return []
+    # PostgreSQL: rows another transaction is changing (a hold on another node) are passed over.
+    skip_locked = "" if dialect(conn) == SQLITE else " FOR UPDATE SKIP LOCKED"
     rows = conn.execute(
         f"UPDATE recipients SET status = '{Status.SENDING}' WHERE id IN ("
         f" SELECT id FROM recipients WHERE status = '{Status.PENDING}' AND topic_id = ? AND due_at_ms <= ?"
-        " ORDER BY due_at_ms, id LIMIT ?)"
+        f" ORDER BY due_at_ms, id LIMIT ?{skip_locked})"
         " RETURNING id, email, topic_id, content_id, due_at_ms, data",
         (topic, due_by_ms, limit),
     ).fetchall()
@@ -121,14 +123,12 @@ def claim_topic(conn: sqlite3.Connection, topic: str, due_by_ms: int, limit: int
     return [Recipient(row[0], row[1], row[2], row[3], lists.get(row[3]), row[5], row[4]) for row in rows]
 
 
-def content_lists(conn: sqlite3.Connection, content_ids: set[int]) -> dict[int, str]:
+def content_lists(conn: Conn, content_ids: set[int]) -> dict[int, str]:
     """The list of each content that names one (the sender's unsubscribe holds match on it)."""
     if not content_ids:
         return {}
-    rows = conn.execute(
-        "SELECT id, list_id FROM contents WHERE id IN (SELECT value FROM json_each(?)) AND list_id IS NOT NULL",
-        (json.dumps(sorted(content_ids)),),
-    )
+    among, ids = in_list(conn, sorted(content_ids))
+    rows = conn.execute(f"SELECT id, list_id FROM contents WHERE id {among} AND list_id IS NOT NULL", (ids,))
     return dict(rows.fetchall())
 
 

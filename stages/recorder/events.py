@@ -11,11 +11,11 @@ send with its message id links it). Addresses are suppressed case-insensitively.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pipeline import metrics, tracking
+from pipeline.db.dialect import SQLITE, Conn, dialect, in_list
 from pipeline.db.status import Status
 from pipeline.guardrails import Complained, GuardEvent, HardBounced
 from pipeline.machine_opens import Hit, classify
@@ -32,22 +32,22 @@ from pipeline.ses_events import is_permanent_bounce
 
 
 def record_events(
-    conn: sqlite3.Connection, request: RecordEvents, now_ms: int, seen: list[GuardEvent] | None = None
+    conn: Conn, request: RecordEvents, now_ms: int, seen: list[GuardEvent] | None = None
 ) -> EventsRecorded:
     """Keep the SNS message once, each event once; only events of our own recipients change anything.
 
     `seen` collects what the reputation guard judges (a recipient's first hard bounce or complaint).
     """
     conn.execute(
-        "INSERT OR IGNORE INTO sns_messages (sns_message_id, raw, received_at_ms) VALUES (?, ?, ?)",
+        "INSERT INTO sns_messages (sns_message_id, raw, received_at_ms) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
         (request.sns_message_id, request.raw, now_ms),
     )
     recorded = matched = 0
     for event in request.events:
         recipient = match(conn, event)
         event_id = conn.execute(
-            "INSERT OR IGNORE INTO events (sns_message_id, kind, subtype, email, ses_message_id, recipient_id,"
-            " occurred_at_ms, received_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            "INSERT INTO events (sns_message_id, kind, subtype, email, ses_message_id, recipient_id,"
+            " occurred_at_ms, received_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
             (
                 event.sns_message_id,
                 event.kind,
@@ -78,7 +78,7 @@ class Matched:
     topic_id: str
 
 
-def match(conn: sqlite3.Connection, event: SesEvent) -> Matched | None:
+def match(conn: Conn, event: SesEvent) -> Matched | None:
     """Our tag first (it works even before the send's outcome is written), then SES's id."""
     row = None
     if event.recipient_id is not None:
@@ -90,19 +90,18 @@ def match(conn: sqlite3.Connection, event: SesEvent) -> Matched | None:
     return Matched(*row) if row is not None else None
 
 
-def link_early_events(
-    conn: sqlite3.Connection, sent: dict[str, int], now_ms: int, seen: list[GuardEvent] | None = None
-) -> int:
+def link_early_events(conn: Conn, sent: dict[str, int], now_ms: int, seen: list[GuardEvent] | None = None) -> int:
     """Events that came before their send's outcome (no tag, an unknown message id yet) are
     linked to the recipient when the outcome with that message id is recorded."""
     if not sent:
         return 0
+    among, ids = in_list(conn, list(sent))
     rows = conn.execute(
         "SELECT e.id, e.sns_message_id, e.kind, e.subtype, e.email, e.ses_message_id, e.occurred_at_ms,"
         " r.id, r.email, r.topic_id FROM events e JOIN recipients r ON r.message_id = e.ses_message_id"
         " WHERE e.recipient_id IS NULL AND e.ses_message_id != ''"
-        " AND e.ses_message_id IN (SELECT value FROM json_each(?))",
-        (json.dumps(list(sent)),),
+        f" AND e.ses_message_id {among}",
+        (ids,),
     ).fetchall()
     for event_id, sns_id, kind, subtype, email, ses_id, occurred, *recipient in rows:
         conn.execute("UPDATE events SET recipient_id = ? WHERE id = ?", (recipient[0], event_id))
@@ -112,7 +111,7 @@ def link_early_events(
 
 
 def apply_event(
-    conn: sqlite3.Connection, recipient: Matched, event: SesEvent, now_ms: int, seen: list[GuardEvent] | None = None
+    conn: Conn, recipient: Matched, event: SesEvent, now_ms: int, seen: list[GuardEvent] | None = None
 ) -> None:
     """What an event of one of our recipients changes: its state, its topic's counts, suppression."""
     at = event.occurred_at_ms or now_ms
@@ -160,7 +159,7 @@ def apply_event(
         suppress(conn, recipient.email, reason, event.subtype, now_ms)
 
 
-def guard_event(conn: sqlite3.Connection, recipient: Matched, event: SesEvent, now_ms: int) -> GuardEvent | None:
+def guard_event(conn: Conn, recipient: Matched, event: SesEvent, now_ms: int) -> GuardEvent | None:
     """A recipient's first hard bounce (counted per topic here) or first complaint, at its arrival."""
     if event.kind == "bounce" and is_permanent_bounce(event):
         row = conn.execute("SELECT bounce_type FROM recipients WHERE id = ?", (recipient.id,)).fetchone()
@@ -174,7 +173,7 @@ def guard_event(conn: sqlite3.Connection, recipient: Matched, event: SesEvent, n
     return None
 
 
-def record_opens(conn: sqlite3.Connection, request: RecordOpens, key: bytes) -> OpensRecorded:
+def record_opens(conn: Conn, request: RecordOpens, key: bytes) -> OpensRecorded:
     """Count opens whose link this server signed, of recipients that were sent; the first-open
     time is kept; and each open and click is judged a person's or a machine's.
 
@@ -206,7 +205,7 @@ def record_opens(conn: sqlite3.Connection, request: RecordOpens, key: bytes) -> 
 
 
 def judge(
-    conn: sqlite3.Connection,
+    conn: Conn,
     recipient_id: int,
     row: tuple[str, int | None, int | None],
     at_ms: int,
@@ -226,17 +225,15 @@ def judge(
         count_in_topic(conn, topic_id, "opened_human" if hit is Hit.OPEN else "clicked_human")
 
 
-def count_in_topic(conn: sqlite3.Connection, topic_id: str, name: str) -> None:
+def count_in_topic(conn: Conn, topic_id: str, name: str) -> None:
     """One more in the topic's counter `name` (kept in topic_counts, read by the statistics)."""
     conn.execute(
-        "INSERT INTO topic_counts VALUES (?, ?, 1) ON CONFLICT (topic_id, name) DO UPDATE SET n = n + 1",
+        "INSERT INTO topic_counts VALUES (?, ?, 1) ON CONFLICT (topic_id, name) DO UPDATE SET n = topic_counts.n + 1",
         (topic_id, name),
     )
 
 
-def record_click(
-    conn: sqlite3.Connection, recipient_id: int, link_index: int, at_ms: int, agent: tuple[str, str] = ("", "")
-) -> int:
+def record_click(conn: Conn, recipient_id: int, link_index: int, at_ms: int, agent: tuple[str, str] = ("", "")) -> int:
     """One click of a sent recipient's tracked link: the first time and the count per link, and
     its topic's `clicks` and `clicked` (unique recipients), judged as opens are. 0 when the
     link or the send is not ours."""
@@ -251,7 +248,8 @@ def record_click(
         return 0
     topic_id, delivered_at_ms, human_at_ms, clicked_before = row
     conn.execute(
-        "INSERT INTO clicks VALUES (?, ?, ?, 1) ON CONFLICT (recipient_id, link_index) DO UPDATE SET count = count + 1",
+        "INSERT INTO clicks VALUES (?, ?, ?, 1)"
+        " ON CONFLICT (recipient_id, link_index) DO UPDATE SET count = clicks.count + 1",
         (recipient_id, link_index, at_ms),
     )
     count_in_topic(conn, topic_id, "clicks")
@@ -262,47 +260,54 @@ def record_click(
     return 1
 
 
-def suppress(conn: sqlite3.Connection, email: str, reason: str, detail: str, now_ms: int, scope: str = "") -> bool:
+def suppress(conn: Conn, email: str, reason: str, detail: str, now_ms: int, scope: str = "") -> bool:
     """Add the address to the list in `scope` ('' all mail, else a list_id); False when it was there."""
     return bool(
         conn.execute(
-            "INSERT OR IGNORE INTO suppressions (email, scope, reason, detail, created_at_ms) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO suppressions (email, scope, reason, detail, created_at_ms) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
             (email.strip().lower(), scope, reason, detail, now_ms),
         ).rowcount
     )
 
 
-def change_suppression(conn: sqlite3.Connection, request: ChangeSuppression, now_ms: int) -> SuppressionChanged:
+def change_suppression(conn: Conn, request: ChangeSuppression, now_ms: int) -> SuppressionChanged:
     if request.reason is None:
         removed = conn.execute("DELETE FROM suppressions WHERE email = ?", (request.email.strip().lower(),)).rowcount
         return SuppressionChanged(request.corr_id, bool(removed))
     return SuppressionChanged(request.corr_id, suppress(conn, request.email, request.reason, "manual", now_ms))
 
 
-def suppressed_among(conn: sqlite3.Connection, emails: Iterable[str], list_id: str | None) -> set[str]:
+def suppressed_among(conn: Conn, emails: Iterable[str], list_id: str | None) -> set[str]:
     """Which of these addresses (compared lower-cased) may not get mail of `list_id`: those
     suppressed for all mail, and those unsubscribed from that list."""
     lowered = sorted({e.lower() for e in emails})
     if not lowered:
         return set()
+    among, addresses = in_list(conn, lowered)
     rows = conn.execute(
-        "SELECT DISTINCT email FROM suppressions WHERE email IN (SELECT value FROM json_each(?)) AND scope IN ('', ?)",
-        (json.dumps(lowered), list_id or ""),
+        f"SELECT DISTINCT email FROM suppressions WHERE email {among} AND scope IN ('', ?)", (addresses, list_id or "")
     )
     return {row[0] for row in rows}
 
 
-def suppressed_rows(conn: sqlite3.Connection, rows: Iterable[tuple[int, str, int]]) -> set[int]:
+def suppressed_rows(conn: Conn, rows: Iterable[tuple[int, str, int]]) -> set[int]:
     """Of these (recipient id, address, content id), the ids whose address may not get that
     content's mail: suppressed for all mail, or unsubscribed from the content's list."""
     wanted = [(rid, email.lower(), content_id) for rid, email, content_id in rows]
     if not wanted:
         return set()
-    found = conn.execute(
-        "SELECT json_extract(j.value, '$[0]') FROM json_each(?) j"
-        " JOIN contents c ON c.id = json_extract(j.value, '$[2]')"
-        " WHERE EXISTS (SELECT 1 FROM suppressions s WHERE s.email = json_extract(j.value, '$[1]')"
-        " AND s.scope IN ('', COALESCE(c.list_id, '')))",
-        (json.dumps(wanted),),
+    blocked = (
+        " JOIN contents c ON c.id = j.content_id WHERE EXISTS (SELECT 1 FROM suppressions s"
+        " WHERE s.email = j.email AND s.scope IN ('', COALESCE(c.list_id, '')))"
     )
+    if dialect(conn) == SQLITE:
+        source = (
+            "(SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS email,"
+            " json_extract(value, '$[2]') AS content_id FROM json_each(?)) j"
+        )
+        found = conn.execute(f"SELECT j.id FROM {source}{blocked}", (json.dumps(wanted),))
+    else:
+        source = "unnest(?::bigint[], ?::text[], ?::bigint[]) AS j(id, email, content_id)"
+        found = conn.execute(f"SELECT j.id FROM {source}{blocked}", tuple(map(list, zip(*wanted, strict=True))))
     return {row[0] for row in found}

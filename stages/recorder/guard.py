@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import itertools
 import logging
-import sqlite3
 from collections import defaultdict
 
 from config.settings import GuardSettings
+from pipeline.db.dialect import Conn
 from pipeline.db.queries import GUARD_ACCOUNT_REASON, GUARD_ACCOUNT_RESUMED
 from pipeline.db.status import Status
 from pipeline.guardrails import (
@@ -41,7 +41,7 @@ Reply = tuple[str, Message]
 class GuardKeeper:
     """Feeds the guard and turns its pauses into messages (sent after the batch commits)."""
 
-    def __init__(self, conn: sqlite3.Connection, settings: GuardSettings, now_ms: int) -> None:
+    def __init__(self, conn: Conn, settings: GuardSettings, now_ms: int) -> None:
         self.conn = conn
         self.guard = restore(conn, Limits(settings.bounce_rate, settings.complaint_rate, settings.min_sent), now_ms)
         self._corr_ids = itertools.count(1)
@@ -74,7 +74,9 @@ class GuardKeeper:
         """The operator's resume: the guard judges the topic afresh, on what comes after it."""
         counts = topic_totals(self.conn, topic_id)
         self.conn.execute(
-            "INSERT OR REPLACE INTO guard_resumes VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO guard_resumes VALUES (?, ?, ?, ?, ?) ON CONFLICT (topic_id) DO UPDATE SET"
+            " resumed_at_ms = excluded.resumed_at_ms, sent = excluded.sent,"
+            " hard_bounces = excluded.hard_bounces, complaints = excluded.complaints",
             (topic_id, now_ms, counts.sent, counts.hard_bounces, counts.complaints),
         )
         self.conn.execute("UPDATE topics SET paused_reason = NULL WHERE topic_id = ?", (topic_id,))
@@ -101,16 +103,18 @@ class GuardKeeper:
         )
 
 
-def set_state(conn: sqlite3.Connection, name: str, value: str) -> None:
-    conn.execute("INSERT OR REPLACE INTO guard_state VALUES (?, ?)", (name, value))
+def set_state(conn: Conn, name: str, value: str) -> None:
+    conn.execute(
+        "INSERT INTO guard_state VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value", (name, value)
+    )
 
 
-def get_state(conn: sqlite3.Connection, name: str) -> str | None:
+def get_state(conn: Conn, name: str) -> str | None:
     row = conn.execute("SELECT value FROM guard_state WHERE name = ?", (name,)).fetchone()
     return None if row is None else str(row[0])
 
 
-def topic_totals(conn: sqlite3.Connection, topic_id: str) -> Counts:
+def topic_totals(conn: Conn, topic_id: str) -> Counts:
     found = dict(
         conn.execute(
             "SELECT name, n FROM topic_counts WHERE topic_id = ? AND name IN ('sent', 'hard_bounced', 'complained')",
@@ -120,7 +124,7 @@ def topic_totals(conn: sqlite3.Connection, topic_id: str) -> Counts:
     return Counts(found.get("sent", 0), found.get("hard_bounced", 0), found.get("complained", 0))
 
 
-def restore(conn: sqlite3.Connection, limits: Limits, now_ms: int) -> Guard:
+def restore(conn: Conn, limits: Limits, now_ms: int) -> Guard:
     """The guard as the database knows it: per topic since its last resume, the account's 24 hours."""
     totals: dict[str, dict[str, int]] = defaultdict(dict)
     rows = conn.execute(
@@ -149,7 +153,7 @@ def restore(conn: sqlite3.Connection, limits: Limits, now_ms: int) -> Guard:
     )
 
 
-def account_minutes(conn: sqlite3.Connection, since_ms: int) -> list[tuple[int, Counts]]:
+def account_minutes(conn: Conn, since_ms: int) -> list[tuple[int, Counts]]:
     """Sends (by send time) and first hard bounces and complaints (by arrival), per minute since `since_ms`."""
     minutes: list[tuple[int, Counts]] = []
     for minute, n in conn.execute(

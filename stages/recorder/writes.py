@@ -6,13 +6,12 @@ for its asker (or None). Pure enough to test with a temp file and no processes.
 
 from __future__ import annotations
 
-import json
-import sqlite3
 import time
 from collections.abc import Iterable
 
 from pipeline import metrics
 from pipeline.clicks import rewrite_links
+from pipeline.db.dialect import POSTGRESQL, Conn, dialect, in_list
 from pipeline.db.status import HOLDABLE, Status
 from pipeline.guardrails import GuardEvent, MailSent
 from pipeline.messages import (
@@ -36,9 +35,10 @@ from pipeline.messages import (
 from stages.recorder.events import count_in_topic, link_early_events, suppress, suppressed_among
 
 IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
+WORK_CHANNEL = "ses_sender_work"
 
 
-def store_messages(conn: sqlite3.Connection, request: StoreMessages, now_ms: int) -> Stored | Refused:
+def store_messages(conn: Conn, request: StoreMessages, now_ms: int) -> Stored | Refused:
     """Insert each message's content once and one pending row per address."""
     if request.idempotency_key is not None:
         earlier = _earlier_answer(conn, request, now_ms)
@@ -53,7 +53,7 @@ def store_messages(conn: sqlite3.Connection, request: StoreMessages, now_ms: int
             continue
         content_id = conn.execute(
             "INSERT INTO contents (subject, html, created_at_ms, list_id, transactional, template, text, track_clicks)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (
                 message.subject,
                 message.html,
@@ -64,7 +64,7 @@ def store_messages(conn: sqlite3.Connection, request: StoreMessages, now_ms: int
                 message.text,
                 message.track_clicks,
             ),
-        ).lastrowid
+        ).fetchone()[0]
         if message.track_clicks:
             conn.executemany(
                 "INSERT INTO links VALUES (?, ?, ?)",
@@ -79,26 +79,37 @@ def store_messages(conn: sqlite3.Connection, request: StoreMessages, now_ms: int
         stored += len(emails)
         conn.execute(
             f"INSERT INTO topic_counts VALUES (?, '{Status.PENDING}', ?)"
-            " ON CONFLICT (topic_id, name) DO UPDATE SET n = n + excluded.n",
+            " ON CONFLICT (topic_id, name) DO UPDATE SET n = topic_counts.n + excluded.n",
             (message.topic_id, len(emails)),
         )
         conn.execute(
             "INSERT INTO topics (topic_id, first_posted_at_ms, last_posted_at_ms, total) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (topic_id) DO UPDATE SET last_posted_at_ms = excluded.last_posted_at_ms,"
-            " total = total + excluded.total",
+            " total = topics.total + excluded.total",
             (message.topic_id, now_ms, now_ms, len(emails)),
         )
+    if stored:
+        notify_work(conn, request.due_at_ms)
     duration_ms = max(0, (time.monotonic_ns() - request.received_ns) // 1_000_000) if request.received_ns else None
     answer_text = request.facts.answer(stored, suppressed, duration_ms)
     if request.idempotency_key is not None:
         conn.execute(
-            "INSERT OR REPLACE INTO idempotency_keys (key, body_digest, answer, created_at_ms) VALUES (?, ?, ?, ?)",
+            "INSERT INTO idempotency_keys (key, body_digest, answer, created_at_ms) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET body_digest = excluded.body_digest, answer = excluded.answer,"
+            " created_at_ms = excluded.created_at_ms",
             (request.idempotency_key, request.body_digest or "", answer_text, now_ms),
         )
     return Stored(request.corr_id, answer_text, stored=stored, suppressed=suppressed)
 
 
-def _earlier_answer(conn: sqlite3.Connection, request: StoreMessages, now_ms: int) -> Stored | Refused | None:
+def notify_work(conn: Conn, due_at_ms: int) -> None:
+    """With PostgreSQL, wake the scheduler of every node when this commits (the sending node's
+    must learn of work posted to another node); with SQLite ingest wakes its own scheduler."""
+    if dialect(conn) == POSTGRESQL:
+        conn.execute(f"SELECT pg_notify('{WORK_CHANNEL}', ?)", (str(due_at_ms),))
+
+
+def _earlier_answer(conn: Conn, request: StoreMessages, now_ms: int) -> Stored | Refused | None:
     row = conn.execute(
         "SELECT body_digest, answer FROM idempotency_keys WHERE key = ? AND created_at_ms > ?",
         (request.idempotency_key, now_ms - IDEMPOTENCY_TTL_MS),
@@ -110,7 +121,7 @@ def _earlier_answer(conn: sqlite3.Connection, request: StoreMessages, now_ms: in
     return Stored(request.corr_id, row[1], replayed=True)
 
 
-def next_due_ms(conn: sqlite3.Connection) -> int | None:
+def next_due_ms(conn: Conn) -> int | None:
     """The earliest due time of any pending row (the partial index answers this)."""
     value: int | None = conn.execute(
         f"SELECT MIN(due_at_ms) FROM recipients WHERE status = '{Status.PENDING}'"
@@ -119,7 +130,7 @@ def next_due_ms(conn: sqlite3.Connection) -> int | None:
 
 
 def record_outcomes(
-    conn: sqlite3.Connection, request: RecordOutcomes, now_ms: int, seen: list[GuardEvent] | None = None
+    conn: Conn, request: RecordOutcomes, now_ms: int, seen: list[GuardEvent] | None = None
 ) -> OutcomesRecorded:
     """Apply what SES answered. Only rows still `sending` change, so a replay is harmless.
 
@@ -151,13 +162,12 @@ def record_outcomes(
     return OutcomesRecorded(request.corr_id)
 
 
-def newly_sent(conn: sqlite3.Connection, sent: list[Sent]) -> list[MailSent]:
+def newly_sent(conn: Conn, sent: list[Sent]) -> list[MailSent]:
     """Per topic, the sends this batch records for the first time (a replay counts nothing)."""
     at_ms = {o.recipient_id: o.at_ms for o in sent}
+    among, ids = in_list(conn, list(at_ms))
     rows = conn.execute(
-        f"SELECT topic_id, id FROM recipients WHERE status = '{Status.SENDING}'"
-        " AND id IN (SELECT value FROM json_each(?))",
-        (json.dumps(list(at_ms)),),
+        f"SELECT topic_id, id FROM recipients WHERE status = '{Status.SENDING}' AND id {among}", (ids,)
     ).fetchall()
     latest: dict[str, tuple[int, int]] = {}
     for topic_id, rid in rows:
@@ -184,7 +194,7 @@ def _split(outcomes: Iterable[Outcome]) -> tuple[list[Sent], list[SendFailed], l
     return sent, failed, released, withheld
 
 
-def requeue_claimed(conn: sqlite3.Connection) -> int:
+def requeue_claimed(conn: Conn) -> int:
     """At start, work claimed by a sender that is gone goes back to pending.
 
     Safe only because the recorder starts with the whole tree (no sender survives it).
@@ -192,33 +202,33 @@ def requeue_claimed(conn: sqlite3.Connection) -> int:
     return conn.execute(f"UPDATE recipients SET status = '{Status.PENDING}' WHERE status = '{Status.SENDING}'").rowcount
 
 
-def forget_old_idempotency_keys(conn: sqlite3.Connection, now_ms: int) -> int:
+def forget_old_idempotency_keys(conn: Conn, now_ms: int) -> int:
     return conn.execute(
         "DELETE FROM idempotency_keys WHERE created_at_ms <= ?", (now_ms - IDEMPOTENCY_TTL_MS,)
     ).rowcount
 
 
-def topic_exists(conn: sqlite3.Connection, topic_id: str) -> bool:
+def topic_exists(conn: Conn, topic_id: str) -> bool:
     return conn.execute("SELECT 1 FROM recipients WHERE topic_id = ? LIMIT 1", (topic_id,)).fetchone() is not None
 
 
-def hold_topic(conn: sqlite3.Connection, request: HoldTopicRows, claim_seq: int) -> TopicHeld:
+def hold_topic(conn: Conn, request: HoldTopicRows, claim_seq: int) -> TopicHeld:
     """Cancel or pause every unsent row of the topic, except those the sender may have sent."""
     if not topic_exists(conn, request.topic_id):
         return TopicHeld(request.corr_id, request.topic_id, request.hold, 0, False, claim_seq)
     statuses = HOLDABLE[request.hold]
     marks = ", ".join("?" for _ in statuses)
+    not_kept, keep = in_list(conn, request.keep, negate=True)
     count = conn.execute(
-        f"UPDATE recipients SET status = ? WHERE topic_id = ? AND status IN ({marks})"
-        " AND id NOT IN (SELECT value FROM json_each(?))",
-        (request.hold, request.topic_id, *statuses, json.dumps(request.keep)),
+        f"UPDATE recipients SET status = ? WHERE topic_id = ? AND status IN ({marks}) AND id {not_kept}",
+        (request.hold, request.topic_id, *statuses, keep),
     ).rowcount
     if request.reason is not None:  # the reputation guard's pause says why
         conn.execute("UPDATE topics SET paused_reason = ? WHERE topic_id = ?", (request.reason, request.topic_id))
     return TopicHeld(request.corr_id, request.topic_id, request.hold, count, True, claim_seq)
 
 
-def hold_address(conn: sqlite3.Connection, request: HoldAddressRows, claim_seq: int, now_ms: int) -> AddressHeld:
+def hold_address(conn: Conn, request: HoldAddressRows, claim_seq: int, now_ms: int) -> AddressHeld:
     """An unsubscribe: the address leaves the list (or all mail), its topic counts it, and
     its unsent rows in that scope are withdrawn, except those the sender may have sent."""
     email, scope = request.email.strip().lower(), request.list_id or ""
@@ -228,17 +238,18 @@ def hold_address(conn: sqlite3.Connection, request: HoldAddressRows, claim_seq: 
         row = conn.execute("SELECT topic_id FROM recipients WHERE id = ?", (request.recipient_id,)).fetchone()
         if row is not None:
             count_in_topic(conn, row[0], "unsubscribed")  # the topic whose mail carried the link
-    in_list = "" if request.list_id is None else " AND content_id IN (SELECT id FROM contents WHERE list_id = ?)"
+    of_list = "" if request.list_id is None else " AND content_id IN (SELECT id FROM contents WHERE list_id = ?)"
+    not_kept, keep = in_list(conn, request.keep, negate=True)
     count = conn.execute(
         f"UPDATE recipients SET status = '{Status.SUPPRESSED}' WHERE lower(email) = ?"
-        f" AND status IN ('{Status.PENDING}', '{Status.PAUSED}', '{Status.SENDING}'){in_list}"
-        " AND id NOT IN (SELECT value FROM json_each(?))",
-        (email, *((request.list_id,) if request.list_id is not None else ()), json.dumps(request.keep)),
+        f" AND status IN ('{Status.PENDING}', '{Status.PAUSED}', '{Status.SENDING}'){of_list}"
+        f" AND id {not_kept}",
+        (email, *((request.list_id,) if request.list_id is not None else ()), keep),
     ).rowcount
     return AddressHeld(request.corr_id, request.email, request.list_id, count, new, claim_seq)
 
 
-def resume_topic(conn: sqlite3.Connection, corr_id: int, topic_id: str) -> TopicResumed:
+def resume_topic(conn: Conn, corr_id: int, topic_id: str) -> TopicResumed:
     """Paused rows go back to pending; the answer says when the earliest is due."""
     if not topic_exists(conn, topic_id):
         return TopicResumed(corr_id, topic_id, 0, False, None)
@@ -249,4 +260,6 @@ def resume_topic(conn: sqlite3.Connection, corr_id: int, topic_id: str) -> Topic
     due: int | None = conn.execute(
         f"SELECT MIN(due_at_ms) FROM recipients WHERE status = '{Status.PENDING}' AND topic_id = ?", (topic_id,)
     ).fetchone()[0]
+    if count and due is not None:
+        notify_work(conn, due)
     return TopicResumed(corr_id, topic_id, count, True, due)

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import sqlite3
 
 from config.settings import SES_STARTING_RATE_PER_S, Settings
 from pipeline import metrics
+from pipeline.db.blocking_pg import BlockingPostgres
+from pipeline.db.dialect import STORE_ERRORS, Conn
+from pipeline.db.leadership import SenderLock
 from pipeline.db.schema import open_reader, tracking_key
 from pipeline.limiter import RateLimiter
 from pipeline.mail import Tracking, Unsubscribe
@@ -23,6 +25,7 @@ from pipeline.tracking import pixel_tag
 from pipeline.unsubscribe import signed_headers, signed_url, token
 from stages.sender.contents import ContentCache
 from stages.sender.sending import Sender
+from stages.sender.standby import stand_by, watch_lock
 
 MIN_IN_FLIGHT = 8
 # Enough calls in flight to hold the rate with up to this much SES latency.
@@ -37,11 +40,12 @@ def in_flight_limit(rate_per_s: float, cap: int) -> int:
 async def run(ctx: StageContext) -> None:
     """Send what the scheduler delivers until told to stop."""
     settings = ctx.settings
+    reader = open_contents_reader(settings)
     try:
-        reader = open_reader(settings.database_path)
         key = tracking_key(reader)
-    except (sqlite3.Error, OSError, LookupError) as problem:
-        raise BootError(f"cannot read {settings.database_path}: {problem}") from problem
+    except (*STORE_ERRORS, LookupError) as problem:
+        reader.close()
+        raise BootError(f"cannot read the tracking key: {problem}") from problem
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(reader.close)
         backend = await stack.enter_async_context(open_backend(settings.ses, settings.ses.max_in_flight))
@@ -63,7 +67,27 @@ async def run(ctx: StageContext) -> None:
         watcher = asyncio.create_task(watch_quota(ctx, backend, sender))
         stack.callback(watcher.cancel)
         ctx.ready()
+        if settings.postgres_url is not None:
+            lock = SenderLock(settings.postgres_url, settings.node_name, settings.failover_s)
+            stack.push_async_callback(lock.release)
+            kept = await stand_by(ctx, lock, lambda reason: setattr(sender, "guard_hold", reason))
+            if kept is None:
+                return
+            holding = asyncio.create_task(watch_lock(ctx, lock))
+            stack.callback(holding.cancel)
+            for message in kept:
+                sender.on_message(message)
         await sender.serve()
+
+
+def open_contents_reader(settings: Settings) -> Conn:
+    """Where the sender reads message contents: a read-only SQLite connection, or PostgreSQL."""
+    try:
+        if settings.postgres_url is not None:
+            return BlockingPostgres(settings.postgres_url, f"ses-sender contents {settings.node_name}")
+        return open_reader(settings.database_path)
+    except (*STORE_ERRORS, OSError) as problem:  # never the URL: it may hold a password
+        raise BootError(f"cannot read the database: {type(problem).__name__}: {problem}") from problem
 
 
 def unsubscribe_link(settings: Settings, key: bytes, recipient_id: int, list_id: str | None) -> Unsubscribe:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections import OrderedDict
 
+from pipeline.db.dialect import Conn
 from pipeline.mail import MailNotBuildable, PreparedContent, PreparedTemplate, prepare, prepare_template
 
 CACHE_SIZE = 128
@@ -13,7 +13,7 @@ CACHE_SIZE = 128
 class ContentCache:
     """A small LRU of prepared contents; a campaign of 10,000 reads its content once."""
 
-    def __init__(self, conn: sqlite3.Connection, footer: str | None = None, size: int = CACHE_SIZE) -> None:
+    def __init__(self, conn: Conn, footer: str | None = None, size: int = CACHE_SIZE) -> None:
         self._conn = conn
         self._footer = footer  # UNSUBSCRIBE_FOOTER, for contents that place no link themselves
         self._size = size

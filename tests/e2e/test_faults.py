@@ -22,7 +22,7 @@ import pytest
 from stages.sender import in_flight_limit
 from tests.fakes.fake_ses import FakeSes, max_in_any_window
 from tests.fakes.fake_sns import FakeSns, ses_event, sns_env
-from tests.helpers import Tree, campaign, http, ses_env, wait_until
+from tests.helpers import Tree, campaign, http, ses_env, sqlite_only, wait_until
 
 RATE = 400
 
@@ -181,7 +181,8 @@ def test_ses_throttling_errors_and_an_outage_end_with_everything_sent(
     assert first_after - recovered < 5.0, "sending resumed within seconds of recovery"
 
 
-def test_an_unwritable_database_answers_503_and_recovers(make_tree: Callable[..., Tree]) -> None:
+def test_an_unwritable_database_answers_503_and_recovers(make_tree: Callable[..., Tree], engine: str) -> None:
+    sqlite_only(engine, "a second process holds the file's write lock (tests/postgres: a lost server)")
     tree = make_tree()
     # Given another process holds the database's write lock (as a full or failing disk would refuse writes)
     blocker = sqlite3.connect(tree.workdir / "test.db", isolation_level=None, timeout=1)

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.helpers import SUPERVISOR, Tree, wait_until
+from tests.helpers import SUPERVISOR, Tree, sqlite_only, wait_until
 from tests.unit.test_import_original import make_original
 
 
@@ -21,8 +21,9 @@ def statuses(db: Path) -> dict[str, str]:
 
 
 def test_the_tree_refuses_their_database_then_sends_what_was_imported(
-    make_tree: Callable[..., Tree], tmp_path: Path
+    engine: str, make_tree: Callable[..., Tree], tmp_path: Path
 ) -> None:
+    sqlite_only(engine, "the original server's database is a SQLite file")
     # Given the original's file where DATABASE_URL points (the Tree's sqlite://test.db)
     theirs = make_original(tmp_path / "test.db")
     refused = make_tree(start=False).start(wait_ready=False)

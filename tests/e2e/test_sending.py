@@ -5,7 +5,6 @@ from __future__ import annotations
 import email
 import email.policy
 import re
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -229,10 +228,11 @@ def test_a_mail_that_cannot_be_built_fails_alone_and_the_rest_is_sent(
     assert tree.post("/v1/messages", campaign(["first@example.com"]))[0] == 200
     wait_until(lambda: tree.statuses() == {"sent": 1}, 10, "the first send")
     tree.stop()
-    with sqlite3.connect(tmp_path / "test.db") as conn:
-        bad = conn.execute("INSERT INTO contents (subject, html, created_at_ms) VALUES ('Hi\vthere', '<p>x</p>', 0)")
-        good = conn.execute("INSERT INTO contents (subject, html, created_at_ms) VALUES ('Fine', '<p>y</p>', 0)")
-        rows = [(bad.lastrowid, "broken@example.com"), *((good.lastrowid, f"ok{i}@example.com") for i in range(5))]
+    with tree.db(write=True) as conn:
+        content = "INSERT INTO contents (subject, html, created_at_ms) VALUES (?, ?, 0) RETURNING id"
+        (bad,) = conn.execute(content, ("Hi\vthere", "<p>x</p>")).fetchone()
+        (good,) = conn.execute(content, ("Fine", "<p>y</p>")).fetchone()
+        rows = [(bad, "broken@example.com"), *((good, f"ok{i}@example.com") for i in range(5))]
         conn.executemany(
             "INSERT INTO recipients (content_id, topic_id, email, status, due_at_ms, created_at_ms)"
             " VALUES (?, 'legacy', ?, 'pending', 0, 0)",

@@ -16,6 +16,8 @@ SAMPLES: list[Message] = [
     messages.WakeUp(),
     messages.Ping(1, "ingest"),
     messages.Pong(1),
+    messages.RequeueClaimed(1, "sender"),
+    messages.Requeued(1, 3),
     messages.StoreMessages(
         1, "ingest", (messages.NewMessage("t", "S", "<p>", ("a@x.io",)),), 5, messages.CampaignFacts(1), "k", "d"
     ),

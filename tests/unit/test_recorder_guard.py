@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
-
 import pytest
 
 from config.settings import GuardSettings
-from pipeline.db.schema import open_writer
+from pipeline.db.dialect import Conn
 from pipeline.messages import (
     CampaignFacts,
     ClaimDue,
@@ -29,11 +26,11 @@ LIMITS = GuardSettings(bounce_rate=0.04, complaint_rate=0.0008, min_sent=10)
 
 
 @pytest.fixture
-def conn(tmp_path: Path) -> sqlite3.Connection:
-    return open_writer(tmp_path / "g.db")
+def conn(store: Conn) -> Conn:
+    return store
 
 
-def sent_topic(conn: sqlite3.Connection, topic: str, count: int, now: int) -> list[int]:
+def sent_topic(conn: Conn, topic: str, count: int, now: int) -> list[int]:
     emails = tuple(f"{topic}{i}@x.io" for i in range(count))
     writes.store_messages(
         conn, StoreMessages(1, "ingest", (NewMessage(topic, "S", "<p>", emails),), 0, CampaignFacts(count)), now
@@ -44,12 +41,12 @@ def sent_topic(conn: sqlite3.Connection, topic: str, count: int, now: int) -> li
     return [r.recipient_id for r in claimed]
 
 
-def bounce(conn: sqlite3.Connection, rid: int, now: int) -> None:
+def bounce(conn: Conn, rid: int, now: int) -> None:
     event = SesEvent(f"sns-{rid}", "bounce", "Permanent/General", "", "", rid, now)
     events.record_events(conn, RecordEvents(1, "ingest", f"sns-{rid}", "{}", (event,)), now)
 
 
-def test_a_restart_rebuilds_the_counts_and_pauses_what_they_call_for(conn: sqlite3.Connection) -> None:
+def test_a_restart_rebuilds_the_counts_and_pauses_what_they_call_for(conn: Conn) -> None:
     now = 1_800_000_000_000
     ids = sent_topic(conn, "t", 20, now)
     for rid in ids[:2]:
@@ -62,7 +59,7 @@ def test_a_restart_rebuilds_the_counts_and_pauses_what_they_call_for(conn: sqlit
     assert holds[0].reason is not None and "2 of 20 sent since the topic started" in holds[0].reason
 
 
-def test_a_resume_is_remembered_across_a_restart(conn: sqlite3.Connection) -> None:
+def test_a_resume_is_remembered_across_a_restart(conn: Conn) -> None:
     now = 1_800_000_000_000
     ids = sent_topic(conn, "t", 20, now)
     bounce(conn, ids[0], now)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from pipeline import tracking
+from pipeline.db.dialect import SQLITE, Conn, dialect
 from pipeline.db.schema import open_writer, tracking_key
 from pipeline.messages import (
     CampaignFacts,
@@ -36,8 +37,8 @@ LOG = logging.getLogger("test")
 
 
 @pytest.fixture
-def conn(tmp_path: Path) -> sqlite3.Connection:
-    return open_writer(tmp_path / "r.db")
+def conn(store: Conn) -> Conn:
+    return store
 
 
 def store(
@@ -46,14 +47,14 @@ def store(
     return StoreMessages(corr_id, "ingest", (NewMessage("t", "S", "<p>x</p>", emails),), due, SUMMARY, key, digest)
 
 
-def test_content_is_stored_once_per_message(conn: sqlite3.Connection) -> None:
+def test_content_is_stored_once_per_message(conn: Conn) -> None:
     reply = writes.store_messages(conn, store(1, ("a@x.io", "b@x.io", "c@x.io")), now_ms=5)
     assert isinstance(reply, Stored) and json.loads(reply.answer)["success"] == 3
     assert conn.execute("SELECT COUNT(*) FROM contents").fetchone()[0] == 1
     assert conn.execute("SELECT COUNT(*) FROM recipients WHERE status = 'pending'").fetchone()[0] == 3
 
 
-def test_claims_oldest_due_first_and_never_twice(conn: sqlite3.Connection) -> None:
+def test_claims_oldest_due_first_and_never_twice(conn: Conn) -> None:
     writes.store_messages(conn, store(1, ("late@x.io",), due=2000), now_ms=0)
     writes.store_messages(conn, store(2, ("early@x.io",), due=1000), now_ms=0)
     writes.store_messages(conn, store(3, ("future@x.io",), due=9000), now_ms=0)
@@ -64,13 +65,13 @@ def test_claims_oldest_due_first_and_never_twice(conn: sqlite3.Connection) -> No
     assert again.recipients == ()
 
 
-def test_claim_takes_no_more_than_the_limit(conn: sqlite3.Connection) -> None:
+def test_claim_takes_no_more_than_the_limit(conn: Conn) -> None:
     writes.store_messages(conn, store(1, tuple(f"u{i}@x.io" for i in range(10))), now_ms=0)
     claimed = claim_due(conn, ClaimDue(1, "scheduler", limit=4, due_by_ms=1), ClaimState())
     assert len(claimed.recipients) == 4 and claimed.next_due_ms == 0
 
 
-def test_outcomes_apply_once_and_only_to_claimed_rows(conn: sqlite3.Connection) -> None:
+def test_outcomes_apply_once_and_only_to_claimed_rows(conn: Conn) -> None:
     writes.store_messages(conn, store(1, ("a@x.io", "b@x.io", "c@x.io")), now_ms=0)
     ids = [r.recipient_id for r in claim_due(conn, ClaimDue(1, "s", 10, 1), ClaimState()).recipients]
     outcomes = (Sent(ids[0], "m-1", 10), SendFailed(ids[1], "MessageRejected", "no", 11), Released(ids[2]))
@@ -82,14 +83,14 @@ def test_outcomes_apply_once_and_only_to_claimed_rows(conn: sqlite3.Connection) 
     assert conn.execute("SELECT error_code FROM recipients WHERE id = ?", (ids[1],)).fetchone()[0] == "MessageRejected"
 
 
-def test_requeue_returns_claimed_work_at_start(conn: sqlite3.Connection) -> None:
+def test_requeue_returns_claimed_work_at_start(conn: Conn) -> None:
     writes.store_messages(conn, store(1, ("a@x.io", "b@x.io")), now_ms=0)
     claim_due(conn, ClaimDue(1, "s", 10, 1), ClaimState())
     assert writes.requeue_claimed(conn) == 2
     assert conn.execute("SELECT COUNT(*) FROM recipients WHERE status = 'pending'").fetchone()[0] == 2
 
 
-def test_idempotency_key_replays_the_first_answer_and_refuses_another_body(conn: sqlite3.Connection) -> None:
+def test_idempotency_key_replays_the_first_answer_and_refuses_another_body(conn: Conn) -> None:
     first = writes.store_messages(conn, store(1, ("a@x.io",), key="k1", digest="d1"), now_ms=0)
     again = writes.store_messages(conn, store(2, ("a@x.io",), key="k1", digest="d1"), now_ms=1)
     other = writes.store_messages(conn, store(3, ("b@x.io",), key="k1", digest="d2"), now_ms=2)
@@ -99,7 +100,7 @@ def test_idempotency_key_replays_the_first_answer_and_refuses_another_body(conn:
     assert conn.execute("SELECT COUNT(*) FROM recipients").fetchone()[0] == 1
 
 
-def test_a_batch_commits_many_requests_in_one_transaction(conn: sqlite3.Connection) -> None:
+def test_a_batch_commits_many_requests_in_one_transaction(conn: Conn) -> None:
     batch = [store(i, (f"u{i}@x.io",)) for i in range(50)]
     counts: Counter[str] = Counter()
     replies = apply_batch(Writer(conn), logging.getLogger("test"), list(batch), counts)
@@ -109,11 +110,25 @@ def test_a_batch_commits_many_requests_in_one_transaction(conn: sqlite3.Connecti
     assert not conn.in_transaction
 
 
-def test_a_failing_request_rolls_back_alone(conn: sqlite3.Connection) -> None:
+def refuse_an_address(conn: Conn, email: str) -> None:
+    """A trigger that makes storing `email` fail inside the database, on either engine."""
+    if dialect(conn) == SQLITE:
+        conn.execute(
+            f"CREATE TRIGGER refuse BEFORE INSERT ON recipients WHEN NEW.email = '{email}'"
+            " BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+        return
     conn.execute(
-        "CREATE TRIGGER refuse BEFORE INSERT ON recipients WHEN NEW.email = 'bad@x.io'"
-        " BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$"
     )
+    conn.execute(
+        f"CREATE TRIGGER refuse BEFORE INSERT ON recipients FOR EACH ROW WHEN (NEW.email = '{email}')"
+        " EXECUTE FUNCTION refuse()"
+    )
+
+
+def test_a_failing_request_rolls_back_alone(conn: Conn) -> None:
+    refuse_an_address(conn, "bad@x.io")
     batch = [store(1, ("ok@x.io",)), store(2, ("fine@x.io", "bad@x.io")), store(3, ("also@x.io",))]
     replies = dict(
         (reply.corr_id, reply)
@@ -181,7 +196,7 @@ def test_recorder_round_trip_over_real_queues(tmp_path: Path) -> None:
     assert all(isinstance(r, Stored) for r in replies)
 
 
-def test_two_campaigns_due_together_share_each_claim(conn: sqlite3.Connection) -> None:
+def test_two_campaigns_due_together_share_each_claim(conn: Conn) -> None:
     big = StoreMessages(
         1, "ingest", (NewMessage("big", "S", "<p>", tuple(f"b{i}@x.io" for i in range(1000))),), 0, SUMMARY
     )
@@ -203,7 +218,7 @@ def test_two_campaigns_due_together_share_each_claim(conn: sqlite3.Connection) -
     assert second.claim_seq == first.claim_seq + 1
 
 
-def test_many_topics_take_turns(conn: sqlite3.Connection) -> None:
+def test_many_topics_take_turns(conn: Conn) -> None:
     for i in range(40):
         writes.store_messages(
             conn, StoreMessages(i, "ingest", (NewMessage(f"t{i:02}", "S", "<p>", ("a@x.io",)),), 0, SUMMARY), now_ms=0
@@ -214,13 +229,13 @@ def test_many_topics_take_turns(conn: sqlite3.Connection) -> None:
     assert sorted(served) == [f"t{i:02}" for i in range(40)]
 
 
-def test_work_due_later_is_not_claimed_but_reported(conn: sqlite3.Connection) -> None:
+def test_work_due_later_is_not_claimed_but_reported(conn: Conn) -> None:
     writes.store_messages(conn, store(1, ("later@x.io",), due=5000), now_ms=0)
     claimed = claim_due(conn, ClaimDue(1, "s", 10, 1000), ClaimState())
     assert claimed.recipients == () and claimed.next_due_ms == 5000
 
 
-def test_hold_moves_unsent_rows_except_those_kept(conn: sqlite3.Connection) -> None:
+def test_hold_moves_unsent_rows_except_those_kept(conn: Conn) -> None:
     from pipeline.messages import HoldTopicRows
 
     writes.store_messages(conn, store(1, tuple(f"u{i}@x.io" for i in range(6))), now_ms=0)
@@ -237,7 +252,7 @@ def test_hold_moves_unsent_rows_except_those_kept(conn: sqlite3.Connection) -> N
     assert not unknown.found and unknown.count == 0
 
 
-def test_pause_then_resume(conn: sqlite3.Connection) -> None:
+def test_pause_then_resume(conn: Conn) -> None:
     from pipeline.messages import HoldTopicRows
 
     writes.store_messages(conn, store(1, ("a@x.io", "b@x.io"), due=700), now_ms=0)
@@ -248,7 +263,7 @@ def test_pause_then_resume(conn: sqlite3.Connection) -> None:
     assert not writes.resume_topic(conn, 3, "nope").found
 
 
-def test_topic_counters_match_a_full_recount_after_every_kind_of_change(conn: sqlite3.Connection) -> None:
+def test_topic_counters_match_a_full_recount_after_every_kind_of_change(conn: Conn) -> None:
     from pipeline.messages import HoldTopicRows, RecordEvents, RecordOpens, SesEvent
     from stages.recorder import events
 
